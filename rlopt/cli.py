@@ -1,2 +1,251 @@
-def main():
-    pass
+"""The ``rlopt`` command line: list environments, train, resume, evaluate, compare, and the demo.
+
+Options of ``rlopt train`` are generated from the algorithm's config dataclass, so ``--help`` always matches
+the code: ``rlopt train --algo grpo --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from typing import Any
+
+from rlopt.config import ConfigError, RunConfig
+
+ALGO_CHOICES = ("grpo", "ppo", "sb3_ppo")
+
+
+# --- dataclass fields -> argparse options ------------------------------------------------------------------------
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(the non-None type, whether None is allowed) of a field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return args[0], True
+    return hint, False
+
+
+def _parse_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 64,64, got {text!r}") from None
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"level\": 2}}': {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _optional(convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[RunConfig],
+                         skip: tuple[str, ...] = ()) -> None:
+    """One ``--option`` per dataclass field, with the field's help text, default and choices."""
+    hints = typing.get_type_hints(config_cls)
+    for item in dataclasses.fields(config_cls):
+        if item.name in skip:
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        help_text = item.metadata.get("help", "")
+        hint, nullable = _base_type(hints[item.name])
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[misc]
+        kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if typing.get_origin(hint) is tuple:
+                convert: Any = _parse_tuple
+                shown = ",".join(str(v) for v in default) if default else default
+            elif hint is dict or typing.get_origin(hint) is dict:
+                convert, shown = _parse_json, json.dumps(default)
+            else:
+                convert, shown = hint, default
+            kwargs["type"] = _optional(convert) if nullable else convert
+            kwargs["metavar"] = item.name.upper()
+            help_text = f"{help_text} (default: {shown})"
+            if "choices" in item.metadata:
+                kwargs["choices"] = item.metadata["choices"]
+                kwargs.pop("metavar")
+        if hint is bool:
+            help_text = f"{help_text} (default: {default})"
+        kwargs["help"] = help_text.replace("%", "%%")
+        parser.add_argument(flag, **kwargs)
+
+
+# --- subcommands -------------------------------------------------------------------------------------------------
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import envs
+    from envs.registration import ENTRIES
+
+    del envs
+    rows = []
+    for entry in ENTRIES:
+        env = gym.make(entry.id)
+        rows.append((entry.id, _describe_space(env.observation_space), _describe_space(env.action_space),
+                     str(entry.max_episode_steps or "-")))
+        env.close()
+    widths = [max(len(row[i]) for row in rows + [("id", "observation", "action", "steps")]) for i in range(4)]
+    header = ("id", "observation", "action", "steps")
+    print("  ".join(text.ljust(width) for text, width in zip(header, widths)))
+    for row in rows:
+        print("  ".join(text.ljust(width) for text, width in zip(row, widths)))
+    return 0
+
+
+def _describe_space(space: Any) -> str:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict):
+        return "Dict(" + ", ".join(f"{key}: {_describe_space(value)}" for key, value in space.spaces.items()) + ")"
+    if isinstance(space, spaces.Discrete):
+        return f"Discrete({space.n})"
+    if isinstance(space, spaces.Box):
+        return f"Box({space.dtype}, {space.shape})"
+    return str(space)
+
+
+def _train_parser(algo: str) -> argparse.ArgumentParser:
+    from rlopt.api import config_class
+
+    parser = argparse.ArgumentParser(
+        prog="rlopt train",
+        description=f"Train with {algo}. Options not given come from the env's preset, then the defaults.",
+    )
+    parser.add_argument("--algo", choices=ALGO_CHOICES, default=algo,
+                        help="Algorithm: grpo (critic-free), ppo (rlopt's own), sb3_ppo (stable-baselines3).")
+    parser.add_argument("--env", dest="env_id", metavar="ID", default=argparse.SUPPRESS,
+                        help="Gymnasium id, e.g. rlopt/GridGame-Empty-5x5-v0 (see `rlopt envs`) or CartPole-v1.")
+    parser.add_argument("--preset", choices=("auto", "none"), default="auto",
+                        help="auto: start from the tuned hyperparameters for this env (rlopt/presets.py); none: defaults.")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="Continue the run in RUN_DIR from its latest checkpoint (grpo and ppo).")
+    add_config_arguments(parser, config_class(algo), skip=("env_id",))
+    return parser
+
+
+def _cmd_train(argv: list[str]) -> int:
+    from rlopt.api import make_config, resume, train
+
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--algo", choices=ALGO_CHOICES, default="grpo")
+    known, _ = probe.parse_known_args(argv)
+    parser = _train_parser(known.algo)
+    args = vars(parser.parse_args(argv))
+    algo = args.pop("algo")
+    preset = args.pop("preset")
+    resume_dir = args.pop("resume")
+    if resume_dir:
+        _, summary = resume(resume_dir, total_steps=args.get("total_steps"))
+    else:
+        env_id = args.pop("env_id", "rlopt/GridGame-Empty-5x5-v0")
+        config = make_config(algo, env_id, preset=preset == "auto", **args)
+        _, summary = train(config)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    success = summary.get("eval/success_rate")
+    print(
+        f"{summary['algo']} on {summary['env_id']} (seed {summary['seed']}): "
+        f"eval/mean_reward {summary['eval/mean_reward']:.3f}, "
+        f"eval/success_rate {'n/a' if success is None else f'{success:.3f}'}, "
+        f"{summary['env_steps']} env steps in {summary['wall_clock_seconds']:.1f} s "
+        f"({summary['steps_per_second']:.0f} steps/s), {summary['num_parameters']} parameters"
+    )
+    if "run_dir" in summary:
+        print(f"run folder: {summary['run_dir']}")
+
+
+def _cmd_eval(argv: list[str]) -> int:
+    from rlopt.api import evaluate
+
+    parser = argparse.ArgumentParser(prog="rlopt eval", description="Evaluate a checkpoint on held-out seeds.")
+    parser.add_argument("checkpoint", help="A run folder, its checkpoints/ folder, or a checkpoints/step_* folder.")
+    parser.add_argument("--env", dest="env_id", default=None, help="Env id (default: the one it was trained on).")
+    parser.add_argument("--episodes", type=int, default=32, help="Episodes to run (default: 32).")
+    parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be at least 1, got {args.episodes}")
+    result = evaluate(args.checkpoint, args.env_id, args.episodes, device=args.device)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_compare(argv: list[str]) -> int:
+    from rlopt.compare import add_compare_arguments, compare_main
+
+    parser = argparse.ArgumentParser(
+        prog="rlopt compare",
+        description="Run algorithms x envs x seeds in parallel and write TensorBoard runs, plots and a report.",
+    )
+    add_compare_arguments(parser)
+    return int(compare_main(parser.parse_args(argv)) or 0)
+
+
+def _cmd_demo(argv: list[str]) -> int:
+    from rlopt.demo import demo_main
+
+    parser = argparse.ArgumentParser(prog="rlopt demo", description="The main job: a short GRPO-vs-PPO comparison.")
+    parser.add_argument("--out", default="runs/demo", help="Output folder (default: runs/demo).")
+    parser.add_argument("--quick", action="store_true", help="A much smaller run (about a minute), for smoke tests.")
+    return int(demo_main(parser.parse_args(argv)) or 0)
+
+
+COMMANDS = {
+    "envs": "list the registered rlopt/... environments with their spaces",
+    "train": "train a policy (grpo, ppo or sb3_ppo); `rlopt train --algo ALGO --help` lists every option",
+    "eval": "evaluate a checkpoint on held-out seeds",
+    "compare": "GRPO vs PPO vs SB3 PPO over envs and seeds, with a statistical report",
+    "demo": "the main job: a short comparison with TensorBoard logs and a report",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="rlopt",
+        description="rlopt: batched RL environments and a critic-free GRPO trainer, compared against PPO.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<9}{text}" for name, text in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=list(COMMANDS), help="what to do (see below)")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    args, rest = parser.parse_known_args(argv[:1])
+    try:
+        if args.command == "envs":
+            return _cmd_envs(argparse.Namespace())
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "demo": _cmd_demo}[args.command]
+        return handler(argv[1:])
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"rlopt {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

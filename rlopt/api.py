@@ -1,0 +1,121 @@
+"""rlopt's Python API: build configs, train, resume, load and evaluate policies.
+
+    >>> from rlopt import api
+    >>> config = api.make_config("grpo", "rlopt/GridGame-Empty-5x5-v0", total_steps=20_000)
+    >>> policy, summary = api.train(config)
+    >>> action, _ = policy.predict(observation, deterministic=True)
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from rlopt.config import ConfigError, RunConfig
+from rlopt.presets import preset_for
+from rlopt.runs import is_finished
+
+#: algorithm name -> (module, config class); each module has ``train(config[, resume])``.
+ALGORITHMS: dict[str, tuple[str, str]] = {
+    "grpo": ("rlopt.grpo", "GRPOConfig"),
+    "ppo": ("rlopt.ppo", "PPOConfig"),
+    "sb3_ppo": ("rlopt.sb3_ppo", "SB3PPOConfig"),
+}
+
+
+def _module(algo: str) -> Any:
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    return importlib.import_module(ALGORITHMS[algo][0])
+
+
+def config_class(algo: str) -> type[RunConfig]:
+    """The config dataclass of ``algo``."""
+    return getattr(_module(algo), ALGORITHMS[algo][1])
+
+
+def make_config(algo: str, env_id: str, preset: bool = True, **overrides: Any) -> RunConfig:
+    """A validated config for ``algo`` on ``env_id``: defaults, then the env's preset, then ``overrides``."""
+    values: dict[str, Any] = {"env_id": env_id}
+    if preset:
+        if algo == "sb3_ppo":
+            values.update(_module(algo).preset_config(env_id).to_dict())
+            values["env_id"] = env_id
+        else:
+            values.update(preset_for(algo, env_id))
+    values.update(overrides)
+    return config_class(algo).from_dict(values)
+
+
+def algo_of(config: RunConfig) -> str:
+    for algo, (_, class_name) in ALGORITHMS.items():
+        if type(config).__name__ == class_name:
+            return algo
+    raise ConfigError(f"{type(config).__name__} is not an rlopt algorithm config")
+
+
+def train(config: RunConfig, resume: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Train with the algorithm that ``config`` belongs to. Returns ``(model, summary)``."""
+    module = _module(algo_of(config))
+    if resume:
+        return module.train(config, resume=True)
+    return module.train(config)
+
+
+def run_training(algo: str, env_id: str, seed: int, total_steps: int, logdir: str, run_name: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One training run as `rlopt compare` needs it: returns the summary dict. Progress bars are off."""
+    config = make_config(algo, env_id, seed=seed, total_steps=total_steps, logdir=logdir, run_name=run_name,
+                         progress=False, **(overrides or {}))
+    _, summary = train(config)
+    return summary
+
+
+def resume(run_dir: str | Path, total_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Continue the run in ``run_dir`` from its latest checkpoint (optionally to a new ``total_steps``)."""
+    from rlopt.session import load_run_config
+
+    run_dir = Path(run_dir)
+    saved = load_run_config(run_dir)
+    algo = saved["algo"]
+    if algo not in ("grpo", "ppo"):
+        raise ConfigError(f"--resume supports rlopt's own grpo and ppo runs; {run_dir} is a {algo} run")
+    values = dict(saved["config"])
+    values["logdir"] = str(run_dir.parent)
+    values["run_name"] = run_dir.name
+    if total_steps is not None:
+        values["total_steps"] = total_steps
+    config = config_class(algo).from_dict(values)
+    if is_finished(run_dir) and total_steps is None:
+        raise ConfigError(f"{run_dir} already finished its {config.total_steps} steps; pass --total-steps to extend")
+    return train(config, resume=True)
+
+
+def load_policy(checkpoint: str | Path, device: str = "cpu") -> Any:
+    """A trained policy (with ``predict``) from a run folder or checkpoint folder."""
+    from rlopt.session import policy_from_checkpoint
+
+    policy, _ = policy_from_checkpoint(checkpoint, device=device)
+    policy.eval()
+    return policy
+
+
+def evaluate(checkpoint: str | Path, env_id: str | None = None, episodes: int = 32,
+             env_kwargs: dict[str, Any] | None = None, device: str = "cpu") -> dict[str, float]:
+    """Evaluate a checkpoint on held-out seeds; ``env_id`` defaults to the env it was trained on."""
+    from rlopt.checkpoint import load_checkpoint
+    from rlopt.evaluation import Evaluator
+    from rlopt.session import policy_from_checkpoint
+
+    state, _, _ = load_checkpoint(checkpoint)
+    env_id = env_id or state["env_id"]
+    env_kwargs = state.get("config", {}).get("env_kwargs", {}) if env_kwargs is None else env_kwargs
+    evaluator = Evaluator(env_id, episodes, env_kwargs, device=device)
+    try:
+        policy, _ = policy_from_checkpoint(checkpoint, evaluator.env.single_observation_space,
+                                           evaluator.env.single_action_space, device=device)
+        result = evaluator.evaluate(policy)
+    finally:
+        evaluator.close()
+    return {**result.metrics(), "episodes": episodes, "env_id": env_id, "env_steps_trained": state["step"]}

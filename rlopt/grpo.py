@@ -1,0 +1,343 @@
+"""Critic-free Group Relative Policy Optimization (GRPO) for any Gymnasium environment.
+
+Reference: Shao et al., "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+arXiv:2402.03300 (section 4.1, Algorithm 1), with the variants of DAPO (Yu et al., arXiv:2503.14476) and
+Dr. GRPO (Liu et al., arXiv:2503.20783).
+
+Where this departs from the paper:
+1. A "prompt" is an environment start state: ``P`` seeds per iteration, each reset ``G`` times (same seed, same
+   start), every member run to the end of its episode. Language-model prompts are the math env's special case.
+2. Outcome advantages use the undiscounted episode return; ``scale_rewards`` chooses the group std (paper),
+   the batch std, or none (Dr. GRPO).
+3. The reference policy for the KL term is refreshed every ``ref_reset_every`` iterations (the paper's
+   iterative GRPO resets it per outer iteration); ``kl_coef`` defaults to 0 as in DAPO and Dr. GRPO.
+4. Losses are aggregated per ``loss_type``: "grpo" (per-episode mean, then mean over episodes, as the paper),
+   "dapo" (mean over every step of the batch) or "dr_grpo" (sum divided by a constant: batch size times the
+   episode step limit).
+5. Dynamic sampling (DAPO) filters groups whose raw success signal is all equal (or whose returns are, for envs
+   without a success signal) and refills with new seeds, at most ``max_resample`` extra rollouts per iteration.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from agents import PolicySpec, make_policy, obs_to_tensor
+from rlopt import functional as F
+from rlopt.config import ConfigError, RunConfig, check_choice, check_range, option
+from rlopt.logger import mean_or_nan
+from rlopt.rollout import GroupedRollout, collect_groups, concatenate_groups, index_observations
+from rlopt.session import TrainingSession, policy_from_checkpoint
+from rlopt.vector import episode_step_limit, make_vector_env
+
+#: Start seeds for training are drawn below this bound (evaluation seeds lie above it).
+TRAIN_SEED_BOUND = 2**30
+
+
+@dataclass
+class GRPOConfig(RunConfig):
+    """Every GRPO hyperparameter; each becomes a ``rlopt train --algo grpo`` option."""
+
+    group_size: int = option(8, "G: rollouts per start state; advantages are relative within each group.")
+    num_prompts: int = option(16, "P: start states (seeds) per iteration; the batch is P x G episodes.")
+    learning_rate: float = option(3e-4, "Adam learning rate.")
+    lr_schedule: str = option("constant", "Learning-rate schedule over the run.", ("constant", "linear"))
+    update_epochs: int = option(4, "Passes over each batch of rollouts.")
+    num_minibatches: int = option(4, "Minibatches per epoch (split by episode).")
+    max_grad_norm: float = option(0.5, "Gradient-norm clipping threshold.")
+    clip_coef: float = option(0.2, "Surrogate clipping epsilon (lower side, and upper side unless clip_coef_high).")
+    clip_coef_high: float | None = option(None, "Upper clipping epsilon (DAPO clip-higher, e.g. 0.28); None = clip_coef.")
+    kl_coef: float = option(0.0, "Weight of the KL penalty to the reference policy (0 disables it).")
+    kl_estimator: str = option("k3", "KL estimator: k3 (unbiased, non-negative) or k1 (log ratio).", ("k1", "k3"))
+    ref_reset_every: int = option(0, "Reset the reference policy to the current one every K iterations (0 = never).")
+    ent_coef: float = option(0.0, "Entropy bonus coefficient.")
+    loss_type: str = option("grpo", "Loss aggregation: grpo, dapo (token mean) or dr_grpo (constant normaliser).",
+                            ("grpo", "dapo", "dr_grpo"))
+    scale_rewards: str = option("group", "Divide advantages by the group std, the batch std, or not at all.",
+                                ("group", "batch", "none"))
+    advantage_eps: float = option(1e-6, "Epsilon added to the std when scaling advantages.")
+    advantage: str = option("outcome", "outcome: episode return per group; process: per-step rewards (DeepSeekMath).",
+                            ("outcome", "process"))
+    dynamic_sampling: bool = option(False, "DAPO dynamic sampling: drop groups with no reward variation and refill.")
+    max_resample: int = option(4, "Dynamic sampling: at most this many extra rollouts per iteration to refill.")
+    hidden_sizes: tuple[int, ...] = option((64, 64), "Hidden layer sizes of the policy network.")
+    activation: str = option("tanh", "Activation of the policy network.", ("tanh", "relu", "gelu"))
+    num_experts: int = option(0, "Mixture-of-Experts experts in the policy (0 = dense MLP).")
+    top_k: int = option(2, "Mixture-of-Experts experts per input.")
+    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
+    init: str | None = option(None, "Start from this checkpoint's policy weights (e.g. a supervised cold start).")
+    max_episode_steps: int = option(0, "Cap on episode length in a rollout; 0 = the env's registered time limit.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("group_size", self.group_size, 1)
+        check_range("num_prompts", self.num_prompts, 1)
+        if self.group_size < 2 and self.scale_rewards == "group":
+            raise ConfigError(
+                "group_size=1 cannot be normalised within its group (the std of one sample is undefined); "
+                "use group_size >= 2, or scale_rewards='batch' or 'none'"
+            )
+        if self.group_size < 2 and self.advantage == "outcome":
+            raise ConfigError("group_size=1 gives every episode zero group-relative advantage; use group_size >= 2")
+        if self.dynamic_sampling and self.max_resample < 1:
+            raise ConfigError("dynamic_sampling needs max_resample >= 1 (extra rollouts to refill dropped groups)")
+        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "linear"))
+        check_range("update_epochs", self.update_epochs, 1)
+        check_range("num_minibatches", self.num_minibatches, 1)
+        if self.num_minibatches > self.num_prompts * self.group_size:
+            raise ConfigError(
+                f"num_minibatches={self.num_minibatches} exceeds the {self.num_prompts * self.group_size} episodes "
+                "per iteration; lower num_minibatches or raise num_prompts"
+            )
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check_range("clip_coef", self.clip_coef, 0.0, 1.0, low_open=True, high_open=True)
+        if self.clip_coef_high is not None:
+            check_range("clip_coef_high", self.clip_coef_high, 0.0, low_open=True)
+        check_range("kl_coef", self.kl_coef, 0.0)
+        check_choice("kl_estimator", self.kl_estimator, ("k1", "k3"))
+        check_range("ref_reset_every", self.ref_reset_every, 0)
+        check_range("ent_coef", self.ent_coef, 0.0)
+        check_choice("loss_type", self.loss_type, ("grpo", "dapo", "dr_grpo"))
+        check_choice("scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        check_range("advantage_eps", self.advantage_eps, 0.0)
+        check_choice("advantage", self.advantage, ("outcome", "process"))
+        check_range("num_experts", self.num_experts, 0)
+        check_range("max_episode_steps", self.max_episode_steps, 0)
+
+    @property
+    def batch_episodes(self) -> int:
+        """Episodes per iteration: P x G."""
+        return self.num_prompts * self.group_size
+
+    def policy_spec(self) -> PolicySpec:
+        return PolicySpec(hidden_sizes=tuple(self.hidden_sizes), activation=self.activation, value_head=False,
+                          num_experts=self.num_experts, top_k=self.top_k)
+
+
+def train(config: GRPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a critic-free policy with GRPO. Returns ``(policy, summary)``; see :class:`GRPOConfig`."""
+    session = TrainingSession(config, "grpo", resume=resume)
+    try:
+        return _train(config, session)
+    finally:
+        session.close()
+
+
+def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Module, dict[str, Any]]:
+    # --- setup ---
+    device = session.device
+    env = make_vector_env(config.env_id, config.batch_episodes, AutoresetMode.DISABLED, config.env_kwargs)
+    max_steps = config.max_episode_steps or episode_step_limit(config.env_id, config.env_kwargs)
+    spec = config.policy_spec()
+    policy = make_policy(spec, env.single_observation_space, env.single_action_space).to(device)
+    if config.init:
+        initial, _ = policy_from_checkpoint(config.init, env.single_observation_space, env.single_action_space)
+        policy.load_state_dict(initial.state_dict())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    if session.resume:
+        session.restore(policy, optimizer)
+    reference = copy.deepcopy(policy).requires_grad_(False) if config.kl_coef > 0 else None
+    hyperparameters = config.to_dict()
+    session.start(policy, hyperparameters)
+
+    try:
+        while not session.done:
+            # --- rollout ---
+            if config.lr_schedule == "linear":
+                fraction = 1.0 - session.env_steps / config.total_steps
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * max(fraction, 0.0)
+            rollout, sampled_steps, dropped = _grouped_rollout(config, session, env, policy, max_steps, device)
+
+            # --- advantages ---
+            advantages, advantage_metrics = _advantages(config, rollout)
+
+            # --- update epochs ---
+            if reference is not None and config.ref_reset_every and session.iteration % config.ref_reset_every == 0:
+                reference.load_state_dict(policy.state_dict())
+            train_metrics = _update(config, policy, reference, optimizer, rollout, advantages, max_steps,
+                                    env.single_observation_space, device)
+
+            # --- log ---
+            session.advance(sampled_steps, {"ret": float(rollout.returns.mean())})
+            session.log(_rollout_metrics(rollout, session.elapsed, session.env_steps))
+            session.log({**advantage_metrics, **train_metrics, "train/dropped_groups": dropped,
+                         "train/learning_rate": optimizer.param_groups[0]["lr"]})
+            session.maybe_evaluate(policy)
+
+            # --- checkpoint ---
+            session.maybe_checkpoint(policy, optimizer, {}, spec)
+        summary = session.finish(policy, optimizer, spec, hyperparameters)
+    finally:
+        env.close()
+    return policy, summary
+
+
+def _grouped_rollout(config: GRPOConfig, session: TrainingSession, env: Any, policy: Any, max_steps: int,
+                     device: torch.device) -> tuple[GroupedRollout, int, int]:
+    """One batch of P groups; with dynamic sampling, groups without signal are replaced by fresh ones."""
+
+    def sample() -> GroupedRollout:
+        seeds = session.numpy_rng.integers(0, TRAIN_SEED_BOUND, size=config.num_prompts)
+        return collect_groups(env, policy, seeds, config.group_size, max_steps, device)
+
+    rollout = sample()
+    steps = rollout.env_steps
+    if not config.dynamic_sampling:
+        return rollout, steps, 0
+    kept: list[GroupedRollout] = []
+    kept_groups = dropped = 0
+    for attempt in range(config.max_resample + 1):
+        if attempt:
+            rollout = sample()
+            steps += rollout.env_steps
+        keep = F.dynamic_sampling_mask(torch.as_tensor(_filter_signal(rollout))).numpy()
+        dropped += int((~keep).sum())
+        if keep.any():
+            kept.append(rollout.select_groups(keep))
+            kept_groups += int(keep.sum())
+        if kept_groups >= config.num_prompts:
+            break
+    if not kept:  # nothing had signal: train on the last batch (its advantages are all zero, so it is a no-op)
+        return rollout, steps, dropped
+    joined = concatenate_groups(kept)
+    if joined.num_groups > config.num_prompts:
+        joined = joined.select_groups(np.arange(joined.num_groups) < config.num_prompts)
+    return joined, steps, dropped
+
+
+def _filter_signal(rollout: GroupedRollout) -> np.ndarray:
+    """(P, G) raw signal for dynamic sampling: success where the env reports it (DAPO filters on accuracy, not on
+    shaped reward), else the episode return."""
+    success = rollout.success.reshape(rollout.num_groups, rollout.group_size)
+    if np.isfinite(success).all():
+        return success
+    return rollout.returns.reshape(rollout.num_groups, rollout.group_size)
+
+
+def _advantages(config: GRPOConfig, rollout: GroupedRollout) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-step advantages ``(N, L)`` (0 where masked) and metrics."""
+    num_groups, group_size = rollout.num_groups, rollout.group_size
+    mask = torch.as_tensor(rollout.mask)
+    returns = torch.as_tensor(rollout.returns, dtype=torch.float32).reshape(num_groups, group_size)
+    episode_advantages, metrics = F.group_advantages(returns, config.scale_rewards, config.advantage_eps)
+    if config.advantage == "outcome":
+        per_step = F.broadcast_group(episode_advantages, mask)
+    else:
+        step_rewards = torch.as_tensor(rollout.rewards, dtype=torch.float32).reshape(num_groups, group_size, -1)
+        per_step = F.process_advantages(step_rewards, mask.reshape(num_groups, group_size, -1),
+                                        config.advantage_eps).reshape(num_groups * group_size, -1)
+    logged = {"train/reward_std": metrics["reward_std"], "train/frac_reward_zero_std": metrics["frac_reward_zero_std"],
+              "train/reward_mean": metrics["reward_mean"]}
+    return per_step, logged
+
+
+def _update(config: GRPOConfig, policy: Any, reference: Any, optimizer: torch.optim.Optimizer,
+            rollout: GroupedRollout, advantages: torch.Tensor, max_steps: int, observation_space: Any,
+            device: torch.device) -> dict[str, float]:
+    """Clipped-surrogate epochs over minibatches of episodes; returns the mean of each train/* metric."""
+    num_episodes, length = rollout.mask.shape
+    mask = torch.as_tensor(rollout.mask, device=device)
+    old_log_probs = torch.as_tensor(rollout.log_probs, device=device)
+    advantages = advantages.to(device)
+    totals: dict[str, list[float]] = {}
+    generator = torch.Generator().manual_seed(int(rollout.seeds[0]) if len(rollout.seeds) else 0)
+    for _ in range(config.update_epochs):
+        order = torch.randperm(num_episodes, generator=generator)
+        for members in torch.tensor_split(order, config.num_minibatches):
+            if len(members) == 0:
+                continue
+            mb_mask = mask[members]
+            steps, episodes = torch.nonzero(mb_mask.T, as_tuple=True)  # valid (t, n) pairs of this minibatch
+            if len(steps) == 0:
+                continue
+            members_np, steps_np, episodes_np = members.numpy(), steps.cpu().numpy(), episodes.cpu().numpy()
+
+            def to_grid(values: torch.Tensor, members: torch.Tensor = members, episodes: torch.Tensor = episodes,
+                        steps: torch.Tensor = steps) -> torch.Tensor:
+                grid = torch.zeros(len(members), length, device=device, dtype=values.dtype)
+                grid[episodes, steps] = values
+                return grid
+
+            if hasattr(policy, "evaluate_episodes"):
+                # sequence policies (the token transformer) score whole episodes in one masked forward, from the
+                # first observation (the prompt) and the actions (the generated tokens)
+                mb_first = obs_to_tensor(index_observations(rollout.observations, (0, members_np)),
+                                         observation_space, device)
+                mb_sequences = torch.as_tensor(rollout.actions[:, members_np].T, device=device)
+                evaluation = policy.evaluate_episodes(mb_first, mb_sequences, mb_mask)
+                log_prob = torch.where(mb_mask, evaluation["log_prob"], 0.0)
+                entropy = torch.where(mb_mask, evaluation["entropy"], 0.0)
+                mb_observations, mb_actions = mb_first, mb_sequences
+            else:
+                mb_observations = obs_to_tensor(
+                    index_observations(rollout.observations, (steps_np, members_np[episodes_np])), observation_space,
+                    device)
+                mb_actions = torch.as_tensor(rollout.actions[steps_np, members_np[episodes_np]], device=device)
+                evaluation = policy.evaluate_actions(mb_observations, mb_actions)
+                log_prob = to_grid(evaluation["log_prob"])
+                entropy = to_grid(evaluation["entropy"])
+            per_step, clip_metrics = F.clipped_surrogate(
+                log_prob, old_log_probs[members], advantages[members], config.clip_coef, config.clip_coef_high)
+            loss_terms = per_step
+            kl_value = torch.zeros((), device=device)
+            if reference is not None:
+                with torch.no_grad():
+                    if hasattr(reference, "evaluate_episodes"):
+                        ref_log_prob = reference.evaluate_episodes(mb_observations, mb_actions, mb_mask)["log_prob"]
+                    else:
+                        ref_log_prob = to_grid(reference.evaluate_actions(mb_observations, mb_actions)["log_prob"])
+                kl = F.kl_penalty(log_prob, ref_log_prob, config.kl_estimator)
+                loss_terms = loss_terms + config.kl_coef * kl
+                kl_value = F.masked_mean(kl.detach(), mb_mask)
+            policy_loss = F.aggregate_loss(loss_terms, mb_mask, config.loss_type, max_length=max_steps)
+            entropy_mean = F.aggregate_loss(entropy, mb_mask, config.loss_type, max_length=max_steps)
+            aux_loss = evaluation.get("aux_loss", torch.zeros((), device=device))
+            loss = policy_loss - config.ent_coef * entropy_mean + config.aux_loss_coef * aux_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    "GRPO loss became non-finite; lower learning_rate, check the env's rewards for NaN, "
+                    "or raise advantage_eps")
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+
+            optimizer.step()
+            record = {
+                "train/policy_gradient_loss": F.masked_mean(per_step.detach(), mb_mask).item(),
+                "train/entropy_loss": -F.masked_mean(entropy.detach(), mb_mask).item(),
+                "train/approx_kl": F.masked_mean(clip_metrics["approx_kl"], mb_mask).item(),
+                "train/clip_fraction": F.masked_mean(clip_metrics["clipped"], mb_mask).item(),
+                "train/clip_ratio_low": F.masked_mean(clip_metrics["clipped_low"], mb_mask).item(),
+                "train/clip_ratio_high": F.masked_mean(clip_metrics["clipped_high"], mb_mask).item(),
+                "train/kl_ref": kl_value.item(),
+                "train/loss": loss.item(),
+                "train/grad_norm": float(grad_norm),
+            }
+            if "expert_load" in evaluation:
+                record["moe/aux_loss"] = float(aux_loss)
+                for index, load in enumerate(evaluation["expert_load"].detach().cpu().tolist()):
+                    record[f"moe/expert_load_{index}"] = load
+            for key, value in record.items():
+                totals.setdefault(key, []).append(value)
+    return {key: float(np.mean(values)) for key, values in totals.items()}
+
+
+def _rollout_metrics(rollout: GroupedRollout, elapsed: float, env_steps: int) -> dict[str, float]:
+    metrics = {
+        "rollout/ep_rew_mean": float(rollout.returns.mean()),
+        "rollout/ep_len_mean": float(rollout.lengths.mean()),
+        "rollout/success_rate": mean_or_nan(rollout.success),
+        "time/fps": env_steps / elapsed if elapsed > 0 else float("nan"),
+    }
+    for term, sums in rollout.reward_terms.items():
+        metrics[f"rewards/{term}"] = float(sums.mean())
+    return metrics

@@ -1,0 +1,240 @@
+"""Proximal Policy Optimization with a learned critic, on the same collector, logging and checkpoints as GRPO.
+
+Reference: Schulman et al., "Proximal Policy Optimization Algorithms", arXiv:1707.06347, with GAE (Schulman et
+al., arXiv:1506.02438) and the implementation details catalogued by Huang et al., "The 37 Implementation Details
+of Proximal Policy Optimization" (ICLR blog track, 2022).
+
+Where this departs from the paper:
+1. Episodes cut by a time limit are bootstrapped with V(final observation); terminations are not
+   (Pardo et al., "Time Limits in Reinforcement Learning", arXiv:1712.00378).
+2. Advantages are normalised per minibatch, the value loss may be clipped (PPO2), and an epoch loop stops early
+   when the approximate KL exceeds ``target_kl`` (as in stable-baselines3).
+3. Actor and critic are separate networks by default; ``shared_trunk`` puts them on one feature trunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from agents import PolicySpec, make_policy, obs_to_tensor
+from rlopt import functional as F
+from rlopt.config import ConfigError, RunConfig, check_choice, check_range, option
+from rlopt.logger import mean_or_nan
+from rlopt.rollout import StepCollector, StepRollout, index_observations
+from rlopt.session import TrainingSession, policy_from_checkpoint
+from rlopt.vector import make_vector_env
+
+
+@dataclass
+class PPOConfig(RunConfig):
+    """Every PPO hyperparameter; each becomes a ``rlopt train --algo ppo`` option."""
+
+    num_envs: int = option(16, "Parallel environments.")
+    num_steps: int = option(128, "Steps per environment per rollout (batch = num_envs x num_steps).")
+    learning_rate: float = option(3e-4, "Adam learning rate.")
+    lr_schedule: str = option("constant", "Learning-rate schedule over the run.", ("constant", "linear"))
+    update_epochs: int = option(4, "Passes over each rollout.")
+    num_minibatches: int = option(4, "Minibatches per epoch.")
+    gamma: float = option(0.99, "Discount factor.")
+    gae_lambda: float = option(0.95, "GAE lambda.")
+    clip_coef: float = option(0.2, "Surrogate clipping epsilon.")
+    clip_vloss: bool = option(True, "Clip the value loss around the old values (PPO2).")
+    norm_adv: bool = option(True, "Normalise advantages per minibatch.")
+    ent_coef: float = option(0.0, "Entropy bonus coefficient.")
+    vf_coef: float = option(0.5, "Value loss coefficient.")
+    max_grad_norm: float = option(0.5, "Gradient-norm clipping threshold.")
+    target_kl: float | None = option(None, "Stop the epoch loop when approx KL exceeds this (None = never).")
+    hidden_sizes: tuple[int, ...] = option((64, 64), "Hidden layer sizes of the actor and critic networks.")
+    activation: str = option("tanh", "Activation of the networks.", ("tanh", "relu", "gelu"))
+    shared_trunk: bool = option(False, "Actor and critic share one feature trunk.")
+    num_experts: int = option(0, "Mixture-of-Experts experts in the trunk (0 = dense MLP).")
+    top_k: int = option(2, "Mixture-of-Experts experts per input.")
+    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
+    init: str | None = option(None, "Start from this checkpoint's policy weights.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("num_envs", self.num_envs, 1)
+        check_range("num_steps", self.num_steps, 1)
+        check_range("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "linear"))
+        check_range("update_epochs", self.update_epochs, 1)
+        check_range("num_minibatches", self.num_minibatches, 1)
+        if self.num_minibatches > self.batch_size:
+            raise ConfigError(f"num_minibatches={self.num_minibatches} exceeds the batch of {self.batch_size} steps")
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("clip_coef", self.clip_coef, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("ent_coef", self.ent_coef, 0.0)
+        check_range("vf_coef", self.vf_coef, 0.0)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        if self.target_kl is not None:
+            check_range("target_kl", self.target_kl, 0.0, low_open=True)
+        check_range("num_experts", self.num_experts, 0)
+
+    @property
+    def batch_size(self) -> int:
+        """Steps per rollout: num_envs x num_steps."""
+        return self.num_envs * self.num_steps
+
+    def policy_spec(self) -> PolicySpec:
+        return PolicySpec(hidden_sizes=tuple(self.hidden_sizes), activation=self.activation, value_head=True,
+                          shared_trunk=self.shared_trunk, num_experts=self.num_experts, top_k=self.top_k)
+
+
+def train(config: PPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train an actor-critic with PPO. Returns ``(policy, summary)``; see :class:`PPOConfig`."""
+    session = TrainingSession(config, "ppo", resume=resume)
+    try:
+        return _train(config, session)
+    finally:
+        session.close()
+
+
+def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module, dict[str, Any]]:
+    # --- setup ---
+    device = session.device
+    env = make_vector_env(config.env_id, config.num_envs, AutoresetMode.SAME_STEP, config.env_kwargs)
+    spec = config.policy_spec()
+    policy = make_policy(spec, env.single_observation_space, env.single_action_space).to(device)
+    if config.init:
+        initial, _ = policy_from_checkpoint(config.init, env.single_observation_space, env.single_action_space)
+        policy.load_state_dict(initial.state_dict(), strict=False)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    if session.resume:
+        session.restore(policy, optimizer)
+    # a resumed run restarts its envs from fresh seeds: mid-episode env state is not part of a checkpoint
+    collector = StepCollector(env, device, seed=int(session.numpy_rng.integers(0, 2**30)))
+    hyperparameters = config.to_dict()
+    session.start(policy, hyperparameters)
+    recent_returns: list[float] = []
+    recent_lengths: list[int] = []
+    recent_success: list[float] = []
+
+    try:
+        while not session.done:
+            if config.lr_schedule == "linear":
+                fraction = 1.0 - session.env_steps / config.total_steps
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * max(fraction, 0.0)
+            # --- rollout ---
+            rollout = collector.collect(policy, config.num_steps)
+
+            # --- advantages ---
+            advantages, returns = _gae(config, rollout)
+
+            # --- update epochs ---
+            train_metrics = _update(config, policy, optimizer, rollout, advantages, returns,
+                                    env.single_observation_space, device)
+
+            # --- log ---
+            recent_returns = (recent_returns + rollout.episode_returns)[-100:]
+            recent_lengths = (recent_lengths + rollout.episode_lengths)[-100:]
+            recent_success = (recent_success + rollout.episode_success)[-100:]
+            session.advance(config.batch_size, {"ret": mean_or_nan(recent_returns)})
+            metrics = {
+                "rollout/ep_rew_mean": mean_or_nan(recent_returns),
+                "rollout/ep_len_mean": mean_or_nan(recent_lengths),
+                "rollout/success_rate": mean_or_nan(recent_success),
+                "time/fps": session.env_steps / session.elapsed,
+                "train/learning_rate": optimizer.param_groups[0]["lr"],
+            }
+            for term, values in rollout.reward_terms.items():
+                metrics[f"rewards/{term}"] = mean_or_nan(values)
+            session.log({**metrics, **train_metrics})
+            session.maybe_evaluate(policy)
+
+            # --- checkpoint ---
+            session.maybe_checkpoint(policy, optimizer, {}, spec)
+        summary = session.finish(policy, optimizer, spec, hyperparameters)
+    finally:
+        env.close()
+    return policy, summary
+
+
+def _gae(config: PPOConfig, rollout: StepRollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over the (T, N) rollout: bootstrap from V(final obs) at truncations, never at terminations."""
+    values = torch.as_tensor(rollout.values)
+    next_values = torch.cat([values[1:], torch.as_tensor(rollout.next_value)[None]], dim=0)
+    truncated = torch.as_tensor(rollout.truncated & ~rollout.terminated)
+    # after an episode ended, values[t+1] belongs to the next episode: replace it by V(final observation)
+    next_values = torch.where(truncated, torch.as_tensor(rollout.final_values), next_values)
+    return F.gae(
+        torch.as_tensor(rollout.rewards),
+        values,
+        next_values,
+        torch.as_tensor(rollout.terminated),
+        torch.as_tensor(rollout.truncated),
+        config.gamma,
+        config.gae_lambda,
+    )
+
+
+def _update(config: PPOConfig, policy: Any, optimizer: torch.optim.Optimizer, rollout: StepRollout,
+            advantages: torch.Tensor, returns: torch.Tensor, observation_space: Any,
+            device: torch.device) -> dict[str, float]:
+    num_steps, num_envs = rollout.rewards.shape
+    batch = num_steps * num_envs
+    # flatten (T, N) -> B
+    b_steps, b_envs = np.divmod(np.arange(batch), num_envs)
+    b_old_log_probs = torch.as_tensor(rollout.log_probs.reshape(batch), device=device)
+    b_values = torch.as_tensor(rollout.values.reshape(batch), device=device)
+    b_advantages = advantages.reshape(batch).to(device)
+    b_returns = returns.reshape(batch).to(device)
+    totals: dict[str, list[float]] = {}
+    stop = False
+    for _ in range(config.update_epochs):
+        order = torch.randperm(batch)
+        for mb_indices in torch.tensor_split(order, config.num_minibatches):
+            mb = mb_indices.numpy()
+            mb_observations = obs_to_tensor(index_observations(rollout.observations, (b_steps[mb], b_envs[mb])),
+                                            observation_space, device)
+            mb_actions = torch.as_tensor(rollout.actions[b_steps[mb], b_envs[mb]], device=device)
+            evaluation = policy.evaluate_actions(mb_observations, mb_actions)
+            mb_advantages = b_advantages[mb_indices]
+            if config.norm_adv and len(mb) > 1:
+                mb_advantages = F.normalize(mb_advantages)
+            per_step, clip_metrics = F.clipped_surrogate(
+                evaluation["log_prob"], b_old_log_probs[mb_indices], mb_advantages, config.clip_coef)
+            policy_loss = per_step.mean()
+            value_loss = F.value_loss(evaluation["value"], b_values[mb_indices], b_returns[mb_indices],
+                                      config.clip_coef if config.clip_vloss else None).mean()
+            entropy = evaluation["entropy"].mean()
+            aux_loss = evaluation.get("aux_loss", torch.zeros((), device=device))
+            loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError("PPO loss became non-finite; lower learning_rate or check the env's rewards")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            approx_kl = clip_metrics["approx_kl"].mean().item()
+            record = {
+                "train/policy_gradient_loss": policy_loss.item(),
+                "train/value_loss": value_loss.item(),
+                "train/entropy_loss": -entropy.item(),
+                "train/approx_kl": approx_kl,
+                "train/clip_fraction": clip_metrics["clipped"].float().mean().item(),
+                "train/loss": loss.item(),
+            }
+            if "expert_load" in evaluation:
+                record["moe/aux_loss"] = float(aux_loss)
+                for index, load in enumerate(evaluation["expert_load"].detach().cpu().tolist()):
+                    record[f"moe/expert_load_{index}"] = load
+            for key, value in record.items():
+                totals.setdefault(key, []).append(value)
+            if config.target_kl is not None and approx_kl > 1.5 * config.target_kl:
+                stop = True
+                break
+        if stop:
+            break
+    metrics = {key: float(np.mean(values)) for key, values in totals.items()}
+    metrics["train/explained_variance"] = F.explained_variance(b_values.cpu(), b_returns.cpu())
+    if hasattr(policy, "log_std"):
+        metrics["train/std"] = float(policy.log_std.exp().mean())
+    return metrics

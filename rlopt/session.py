@@ -1,0 +1,213 @@
+"""What every training flow does around its algorithm: the run folder, logging, evaluation, checkpoints,
+progress output, resuming and the final summary. GRPO and PPO each own their rollout and update; this owns the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents import ActorCritic, PolicySpec, make_policy
+from rlopt.checkpoint import load_checkpoint, restore_optimizer, restore_torch_rng, save_checkpoint
+from rlopt.config import ConfigError, RunConfig
+from rlopt.evaluation import EvalResult, Evaluator
+from rlopt.logger import RunLogger
+from rlopt.runs import CONFIG_FILE, SUMMARY_FILE, peak_rss_mb, read_json, run_name, versions, write_json_atomic
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is checked and passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and return the numpy generator that draws the run's start seeds."""
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def policy_from_checkpoint(path: str | Path, observation_space: Any = None, action_space: Any = None,
+                           device: torch.device | str = "cpu") -> tuple[ActorCritic, dict[str, Any]]:
+    """Rebuild a policy from a checkpoint (spaces default to those of the checkpoint's env)."""
+    import gymnasium as gym
+
+    state, model_state, _ = load_checkpoint(path)
+    if observation_space is None or action_space is None:
+        env = gym.make(state["env_id"], **state.get("config", {}).get("env_kwargs", {}))
+        observation_space, action_space = env.observation_space, env.action_space
+        env.close()
+    policy = make_policy(PolicySpec.from_dict(state["policy_spec"]), observation_space, action_space)
+    policy.load_state_dict(model_state)
+    return policy.to(device), state
+
+
+class TrainingSession:
+    """Run folder, logger, evaluator, checkpoints and progress bar of one training run."""
+
+    def __init__(self, config: RunConfig, algo: str, resume: bool = False) -> None:
+        self.config = config
+        self.algo = algo
+        self.device = resolve_device(config.device)
+        self.numpy_rng = seed_everything(config.seed)
+        name = config.run_name or run_name(config.env_id, algo, config.seed)
+        self.run_dir = Path(config.logdir) / name
+        self.env_steps = 0
+        self.iteration = 0
+        self.start_time = time.perf_counter()
+        self.elapsed_before = 0.0
+        self.last_eval_step = 0
+        self.last_checkpoint_step = 0
+        self.final_eval: EvalResult | None = None
+        self.resume = resume
+        if not resume:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(
+                self.run_dir / CONFIG_FILE,
+                {"algo": algo, "env_id": config.env_id, "seed": config.seed, "config": config.to_dict(),
+                 "versions": versions()},
+            )
+        self.logger: RunLogger | None = None
+        self.evaluator = Evaluator(config.env_id, config.eval_episodes, config.env_kwargs, device=self.device)
+        self.progress: tqdm | None = None
+
+    # --- resuming ---
+
+    def restore(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Load the latest checkpoint of this run into ``policy`` and ``optimizer``; returns its extra state."""
+        state, model_state, tensors = load_checkpoint(self.run_dir)
+        policy.load_state_dict(model_state)
+        restore_optimizer(optimizer, state, tensors)
+        restore_torch_rng(tensors)
+        self.numpy_rng.bit_generator.state = state["numpy_rng"]
+        self.env_steps = int(state["step"])
+        self.iteration = int(state["iteration"])
+        self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
+        self.last_eval_step = self.last_checkpoint_step = self.env_steps
+        return state.get("extra", {})
+
+    def start(self, policy: torch.nn.Module, hyperparameters: dict[str, Any]) -> None:
+        """Open the logger (dropping events logged after the checkpoint when resuming) and the progress bar."""
+        self.logger = RunLogger(self.run_dir, purge_step=self.env_steps if self.resume else None)
+        if not self.resume:
+            self.logger.hyperparameters(
+                {**hyperparameters, "algo": self.algo, "num_parameters": count_parameters(policy)},
+                {"eval/mean_reward": 0.0, "eval/success_rate": 0.0},
+            )
+        if self.config.progress:
+            self.progress = tqdm(total=self.config.total_steps, initial=self.env_steps, unit="step",
+                                 desc=f"{self.algo} {self.config.env_id}", dynamic_ncols=True, leave=False)
+
+    # --- per iteration ---
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start_time
+
+    @property
+    def done(self) -> bool:
+        return self.env_steps >= self.config.total_steps
+
+    def advance(self, steps: int, postfix: dict[str, float] | None = None) -> None:
+        self.env_steps += int(steps)
+        self.iteration += 1
+        if self.progress is not None:
+            self.progress.update(int(steps))
+            if postfix:
+                self.progress.set_postfix({key: f"{value:.3g}" for key, value in postfix.items()}, refresh=False)
+
+    def log(self, values: dict[str, Any]) -> None:
+        assert self.logger is not None, "call start() first"
+        self.logger.scalars(values, self.env_steps)
+
+    def maybe_evaluate(self, policy: torch.nn.Module, force: bool = False) -> EvalResult | None:
+        if not force and self.env_steps - self.last_eval_step < self.config.evaluation_interval:
+            return None
+        self.last_eval_step = self.env_steps
+        result = self.evaluator.evaluate(policy)
+        self.log(result.metrics())
+        return result
+
+    def maybe_checkpoint(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any],
+                         spec: PolicySpec, force: bool = False) -> Path | None:
+        interval = self.config.checkpoint_every or self.config.evaluation_interval
+        if not force and self.env_steps - self.last_checkpoint_step < interval:
+            return None
+        self.last_checkpoint_step = self.env_steps
+        return save_checkpoint(
+            self.run_dir, self.env_steps, policy, optimizer,
+            {"algo": self.algo, "env_id": self.config.env_id, "config": self.config.to_dict(),
+             "policy_spec": spec.to_dict(), "iteration": self.iteration, "elapsed_seconds": self.elapsed,
+             "numpy_rng": self.numpy_rng.bit_generator.state, "obs_normalization": None, "extra": extra},
+        )
+
+    # --- the end ---
+
+    def finish(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: PolicySpec,
+               hyperparameters: dict[str, Any]) -> dict[str, Any]:
+        """Final evaluation, last checkpoint, ``summary.json``; returns the summary."""
+        result = self.maybe_evaluate(policy, force=True)
+        assert result is not None
+        self.maybe_checkpoint(policy, optimizer, {}, spec, force=True)
+        elapsed = self.elapsed
+        summary = {
+            "finished": True,
+            "algo": self.algo,
+            "env_id": self.config.env_id,
+            "seed": self.config.seed,
+            "env_steps": self.env_steps,
+            "wall_clock_seconds": elapsed,
+            "steps_per_second": self.env_steps / elapsed if elapsed > 0 else float("nan"),
+            "num_parameters": count_parameters(policy),
+            "peak_rss_mb": peak_rss_mb(),
+            "eval/mean_reward": result.mean_reward,
+            "eval/success_rate": _json_number(result.success_rate),
+            "eval/mean_ep_length": result.mean_length,
+            "eval/episodes": len(result.returns),
+            "hyperparameters": hyperparameters,
+            "baseline": "rlopt",
+            "device": str(self.device),
+            "run_dir": str(self.run_dir),
+        }
+        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        self.evaluator.close()
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def load_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a run folder, with an error saying what a run folder is when it is not one."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not an rlopt run folder (no {CONFIG_FILE}); pass the folder that "
+                          "`rlopt train` created, e.g. runs/<env>__<algo>__<seed>__<time>")
+    return read_json(path)

@@ -1,0 +1,177 @@
+"""Conformance of every registered rlopt/... id: checkers, seeding, single vs vector, autoreset modes, bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from envs import ENV_IDS
+from envs.core import InvalidActionError
+
+STEPS = 40
+
+
+def _actions(env_id: str, count: int, num_envs: int | None = None) -> list[np.ndarray]:
+    """A fixed, seeded action sequence (batched when num_envs is given)."""
+    space = gym.make(env_id).action_space
+    space.seed(123)
+    if num_envs is None:
+        return [space.sample() for _ in range(count)]
+    return [np.stack([space.sample() for _ in range(num_envs)]) for _ in range(count)]
+
+
+def _flatten(observation) -> np.ndarray:
+    if isinstance(observation, dict):
+        return np.concatenate([np.asarray(observation[key], dtype=np.float64).ravel() for key in sorted(observation)])
+    return np.asarray(observation, dtype=np.float64).ravel()
+
+
+def _trajectory(env: gym.Env, seed: int, actions: list) -> list[tuple]:
+    observation, _ = env.reset(seed=seed)
+    out = [(_flatten(observation), 0.0, False, False)]
+    for action in actions:
+        observation, reward, terminated, truncated, _ = env.step(action)
+        out.append((_flatten(observation), reward, terminated, truncated))
+        if terminated or truncated:
+            observation, _ = env.reset()
+    return out
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_and_sb3_checkers(env_id: str) -> None:
+    gym_check_env(gym.make(env_id).unwrapped, skip_render_check=False)
+    sb3_check_env(gym.make(env_id), warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_same_seed_same_trajectory_and_different_seeds_differ(env_id: str) -> None:
+    actions = _actions(env_id, STEPS)
+    first = _trajectory(gym.make(env_id), 7, actions)
+    second = _trajectory(gym.make(env_id), 7, actions)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    starts = {tuple(_flatten(gym.make(env_id).reset(seed=seed)[0])) for seed in range(8)}
+    assert len(starts) > 1, "eight different seeds gave the same start state"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_single_env_and_vector_env_agree_step_for_step(env_id: str) -> None:
+    num_envs, seeds = 3, [11, 12, 13]
+    vector = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
+    batched_actions = _actions(env_id, STEPS, num_envs)
+    observation, _ = vector.reset(seed=seeds)
+    singles = [gym.make(env_id) for _ in range(num_envs)]
+    single_observations = [env.reset(seed=seed)[0] for env, seed in zip(singles, seeds)]
+    pending_reset = [False] * num_envs
+    for actions in batched_actions:
+        for i in range(num_envs):
+            np.testing.assert_allclose(_flatten({k: v[i] for k, v in observation.items()} if isinstance(
+                observation, dict) else observation[i]), _flatten(single_observations[i]), rtol=1e-5, atol=1e-6)
+        observation, reward, terminated, truncated, _ = vector.step(actions)
+        for i, env in enumerate(singles):
+            if pending_reset[i]:  # NEXT_STEP: this step resets env i and ignores its action
+                single_observations[i], _ = env.reset()
+                pending_reset[i] = False
+                assert reward[i] == 0 and not terminated[i] and not truncated[i]
+                continue
+            single_observations[i], r, te, tr, _ = env.step(actions[i])
+            assert reward[i] == pytest.approx(r, rel=1e-5, abs=1e-6)
+            assert (terminated[i], truncated[i]) == (te, tr)
+            pending_reset[i] = te or tr
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_vector_reset_accepts_seed_list_and_reproduces_slots(env_id: str) -> None:
+    vector = gym.make_vec(env_id, num_envs=4)
+    first, _ = vector.reset(seed=[5, 5, 6, 5])
+    flat = [_flatten({k: v[i] for k, v in first.items()} if isinstance(first, dict) else first[i]) for i in range(4)]
+    np.testing.assert_array_equal(flat[0], flat[1])
+    np.testing.assert_array_equal(flat[0], flat[3])
+    single = _flatten(gym.make(env_id).reset(seed=6)[0])
+    np.testing.assert_array_equal(flat[2], single)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_disabled_autoreset_freezes_until_reset_mask(env_id: str) -> None:
+    vector = gym.make_vec(env_id, num_envs=2, autoreset_mode=AutoresetMode.DISABLED)
+    assert vector.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    vector.reset(seed=[1, 2])
+    actions = _actions(env_id, 2000, 2)
+    ended = np.zeros(2, dtype=bool)
+    for action in actions:
+        _, reward, terminated, truncated, info = vector.step(action)
+        assert reward[ended].sum() == 0, "a finished env earned reward before it was reset"
+        ended |= terminated | truncated
+        assert "is_success" in info and "reward_terms" in info
+        if ended.all():
+            break
+    assert ended.all(), "episodes never ended within 2000 random steps"
+    vector.reset(options={"reset_mask": np.array([True, False])})
+    _, _, terminated, truncated, _ = vector.step(actions[0])
+    assert (terminated | truncated)[1], "the env left out of reset_mask should stay finished"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_same_step_autoreset_reports_final_observation(env_id: str) -> None:
+    vector = gym.make_vec(env_id, num_envs=2, autoreset_mode=AutoresetMode.SAME_STEP)
+    vector.reset(seed=0)
+    for action in _actions(env_id, 2000, 2):
+        _, _, terminated, truncated, info = vector.step(action)
+        if (terminated | truncated).any():
+            ended = np.flatnonzero(terminated | truncated)
+            assert info["_final_obs"][ended].all()
+            assert all(info["final_obs"][i] is not None for i in ended)
+            return
+    pytest.fail("no episode ended within 2000 random steps")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_bad_actions_raise_clear_errors(env_id: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        bad, wrong_shape = space.n + 3, np.zeros((2, 2), dtype=np.int64)
+    else:
+        bad, wrong_shape = np.full(space.shape, 10.0, dtype=np.float32), np.zeros(space.shape[0] + 1, np.float32)
+    with pytest.raises(InvalidActionError, match="outside the action space"):
+        env.step(bad)
+    with pytest.raises(InvalidActionError, match="shape"):
+        env.step(wrong_shape)
+    vector = gym.make_vec(env_id, num_envs=3)
+    vector.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="shape"):
+        vector.step(np.stack([space.sample() for _ in range(2)]))
+    if isinstance(space, gym.spaces.Box):
+        nan_action = np.stack([space.sample() for _ in range(3)])
+        nan_action[0, 0] = np.nan
+        with pytest.raises(InvalidActionError, match="NaN"):
+            vector.step(nan_action)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_render_modes(env_id: str) -> None:
+    env = gym.make(env_id)
+    modes = env.metadata["render_modes"]
+    assert modes, "every env renders in at least one mode"
+    env = gym.make(env_id, render_mode=modes[0])
+    env.reset(seed=0)
+    frame = env.render()
+    if modes[0] == "rgb_array":
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    else:
+        assert isinstance(frame, str) and frame
+    with pytest.raises(ValueError, match="render_mode"):
+        gym.make(env_id, render_mode="human-nonexistent")
+
+
+def test_unknown_id_lists_rlopt_ids() -> None:
+    from rlopt.vector import env_spec
+
+    with pytest.raises(ValueError, match="rlopt/GridGame"):
+        env_spec("rlopt/NoSuchEnv-v0")

@@ -1,0 +1,157 @@
+"""GRPO end to end: grouped rollouts, config validation, learning, TensorBoard, checkpoints, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents import PolicySpec, make_policy
+from rlopt import api
+from rlopt.checkpoint import CheckpointError, load_checkpoint
+from rlopt.config import ConfigError
+from rlopt.grpo import GRPOConfig
+from rlopt.rollout import collect_groups, concatenate_groups
+from rlopt.vector import make_vector_env
+
+EMPTY = "rlopt/GridGame-Empty-5x5-v0"
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"]}
+
+
+def _small(tmp_path: Path, **overrides) -> GRPOConfig:
+    values = dict(total_steps=3000, num_prompts=4, group_size=4, eval_episodes=4, logdir=str(tmp_path),
+                  progress=False, run_name="run")
+    values.update(overrides)
+    return api.make_config("grpo", EMPTY, **values)
+
+
+# --- the grouped collector ---
+
+
+def test_grouped_rollout_repeats_each_seed_and_masks_finished_members() -> None:
+    env = make_vector_env(EMPTY, 6, AutoresetMode.DISABLED)
+    policy = make_policy(PolicySpec(), env.single_observation_space, env.single_action_space)
+    torch.manual_seed(0)
+    rollout = collect_groups(env, policy, np.array([3, 9]), group_size=3, max_steps=100, device=torch.device("cpu"))
+    first = rollout.observations["image"][0]
+    assert (first[0] == first[1]).all() and (first[1] == first[2]).all(), "members of a group start identically"
+    assert rollout.mask.shape == rollout.rewards.shape == (6, rollout.mask.shape[1])
+    np.testing.assert_array_equal(rollout.mask.sum(axis=1), rollout.lengths)
+    # a mask is a prefix: once a member finishes it stays masked
+    assert all((np.diff(row.astype(int)) <= 0).all() for row in rollout.mask)
+    assert (rollout.rewards[~rollout.mask] == 0).all()
+    np.testing.assert_allclose(rollout.rewards.sum(axis=1), rollout.returns)
+    kept = rollout.select_groups(np.array([False, True]))
+    assert kept.num_groups == 1 and kept.mask.shape[0] == 3 and kept.seeds.tolist() == [9]
+    joined = concatenate_groups([kept, rollout])
+    assert joined.num_groups == 3 and joined.mask.shape[0] == 9
+
+
+# --- configuration ---
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"group_size": 1}, "group_size=1"),
+        ({"dynamic_sampling": True, "max_resample": 0}, "max_resample"),
+        ({"loss_type": "mean"}, "loss_type"),
+        ({"clip_coef": 1.5}, "clip_coef"),
+        ({"num_prompts": 1, "group_size": 2, "num_minibatches": 4}, "num_minibatches"),
+        ({"bogus": 1}, "unknown GRPOConfig fields"),
+    ],
+)
+def test_invalid_configs_say_what_to_change(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        api.make_config("grpo", EMPTY, **overrides)
+
+
+# --- learning, logging, checkpoints ---
+
+
+def test_grpo_learns_empty_grid_and_logs_everything(tmp_path: Path) -> None:
+    config = api.make_config("grpo", EMPTY, total_steps=20_000, logdir=str(tmp_path), run_name="learn",
+                             progress=False, eval_episodes=16)
+    policy, summary = api.train(config)
+    # A random policy succeeds on Empty-5x5 in about a third of the episodes within the 100-step budget.
+    assert summary["eval/success_rate"] >= 0.9, summary
+    assert summary["eval/mean_reward"] > 0.8
+    run = tmp_path / "learn"
+    saved = json.loads((run / "summary.json").read_text())
+    for key in ("env_steps", "wall_clock_seconds", "steps_per_second", "num_parameters", "eval/mean_reward",
+                "eval/success_rate"):
+        assert key in saved
+    assert saved["num_parameters"] == sum(p.numel() for p in policy.parameters())
+    assert not any("value" in name or "critic" in name for name, _ in policy.named_parameters())
+    scalars = _scalars(run)
+    for tag in ("rollout/ep_rew_mean", "rollout/ep_len_mean", "rollout/success_rate", "time/fps", "train/approx_kl",
+                "train/clip_fraction", "train/entropy_loss", "train/policy_gradient_loss", "train/learning_rate",
+                "train/kl_ref", "train/reward_std", "train/frac_reward_zero_std", "train/clip_ratio_low",
+                "train/clip_ratio_high", "eval/mean_reward", "eval/success_rate", "rewards/goal"):
+        assert tag in scalars, f"missing TensorBoard tag {tag}"
+        assert all(np.isfinite(value) for _, value in scalars[tag])
+    steps = [step for step, _ in scalars["rollout/ep_rew_mean"]]
+    assert steps == sorted(steps) and steps[-1] == summary["env_steps"], "x-axis is env steps"
+    # the checkpoint round-trips: same weights, same greedy actions
+    loaded = api.load_policy(run)
+    for (name, a), (_, b) in zip(policy.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a.cpu(), b), name
+    result = api.evaluate(run, episodes=16)
+    assert result["eval/success_rate"] == pytest.approx(summary["eval/success_rate"])
+
+
+def test_same_seed_gives_identical_logged_scalars(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        api.train(_small(tmp_path, run_name=name, seed=3))
+        runs.append(_scalars(tmp_path / name))
+    for tag, values in runs[0].items():
+        if tag == "time/fps":
+            continue
+        assert values == runs[1][tag], tag
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    config = _small(tmp_path, total_steps=1500, checkpoint_every=500)
+    _, first = api.train(config)
+    state, _, _ = load_checkpoint(tmp_path / "run")
+    assert state["step"] == first["env_steps"]
+    _, second = api.resume(tmp_path / "run", total_steps=3000)
+    assert second["env_steps"] >= 3000
+    with pytest.raises(ConfigError, match="already finished"):
+        api.resume(tmp_path / "run")
+
+
+def test_dynamic_sampling_and_variants_run(tmp_path: Path) -> None:
+    config = _small(tmp_path, dynamic_sampling=True, loss_type="dr_grpo", scale_rewards="none", kl_coef=0.05,
+                    ref_reset_every=2, clip_coef_high=0.28, advantage="process", lr_schedule="linear")
+    _, summary = api.train(config)
+    scalars = _scalars(tmp_path / "run")
+    assert "train/dropped_groups" in scalars
+    assert any(value > 0 for _, value in scalars["train/kl_ref"]), "the KL term is active"
+    assert summary["env_steps"] >= 3000
+
+
+def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
+    api.train(_small(tmp_path, total_steps=500))
+    checkpoint = next((tmp_path / "run" / "checkpoints").glob("step_*"))
+    marker = tmp_path / "executed"
+    payload = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+    (checkpoint / "model.safetensors").write_bytes(b"\x80\x02" + payload)
+    with pytest.raises(CheckpointError, match="pickle"):
+        api.load_policy(checkpoint)
+    assert not marker.exists()
+    (checkpoint / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        api.load_policy(checkpoint)

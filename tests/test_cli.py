@@ -1,0 +1,63 @@
+"""The rlopt command line: help texts, envs listing, train/eval end to end, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from rlopt.cli import main
+from rlopt.grpo import GRPOConfig
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("envs", "train", "eval", "compare", "demo"):
+        assert command in out
+
+
+def test_train_help_has_an_option_with_help_for_every_grpo_field(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--algo", "grpo", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(GRPOConfig):
+        if field.name == "env_id":
+            continue
+        assert "--" + field.name.replace("_", "-") in out, field.name
+        assert field.metadata["help"].split("(")[0].strip()[:30] in out, field.name
+
+
+def test_envs_lists_every_id(capsys: pytest.CaptureFixture[str]) -> None:
+    from envs import ENV_IDS
+
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    for env_id in ENV_IDS:
+        assert env_id in out
+
+
+def test_train_then_eval_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--algo", "grpo", "--env", "rlopt/GridGame-Empty-5x5-v0", "--total-steps", "800",
+                 "--num-prompts", "4", "--group-size", "4", "--eval-episodes", "4", "--logdir", str(tmp_path),
+                 "--run-name", "cli", "--no-progress", "--hidden-sizes", "32,32"])
+    assert code == 0
+    assert "eval/mean_reward" in capsys.readouterr().out
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert config["config"]["hidden_sizes"] == [32, 32] and config["config"]["num_prompts"] == 4
+    assert main(["eval", str(tmp_path / "cli"), "--episodes", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 3
+
+
+def test_bad_values_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--env", "rlopt/GridGame-Empty-5x5-v0", "--group-size", "1", "--logdir",
+                 str(tmp_path)]) == 2
+    assert "group_size=1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--loss-type", "nonsense"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing-here")]) == 2
+    assert "no rlopt checkpoint" in capsys.readouterr().err
