@@ -252,6 +252,11 @@ class BatchedVectorEnv(VectorEnv):
 
     core_class: ClassVar[type[BatchedCore]]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "core_class" in cls.__dict__:
+            cls.metadata = dict(cls.core_class.metadata)
+
     def __init__(
         self,
         num_envs: int = 1,
@@ -405,6 +410,12 @@ class SingleEnv(gym.Env):
     """
 
     core_class: ClassVar[type[BatchedCore]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # gymnasium.make reads render modes from the class before __init__ runs
+        super().__init_subclass__(**kwargs)
+        if "core_class" in cls.__dict__:
+            cls.metadata = dict(cls.core_class.metadata)
 
     def __init__(self, render_mode: str | None = None, **core_kwargs: Any) -> None:
         self.core = self.core_class(num_envs=1, **core_kwargs)
