@@ -13,6 +13,8 @@ from envs import ENV_IDS
 from envs.core import InvalidActionError
 
 STEPS = 40
+#: Like MiniGrid-Empty, the empty rooms start the agent top-left facing the goal whatever the seed.
+FIXED_START = {"rlopt/GridGame-Empty-5x5-v0", "rlopt/GridGame-Empty-8x8-v0"}
 
 
 def _actions(env_id: str, count: int, num_envs: int | None = None) -> list[np.ndarray]:
@@ -55,6 +57,8 @@ def test_same_seed_same_trajectory_and_different_seeds_differ(env_id: str) -> No
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a[0], b[0])
         assert a[1:] == b[1:]
+    if env_id in FIXED_START:
+        return
     starts = {tuple(_flatten(gym.make(env_id).reset(seed=seed)[0])) for seed in range(8)}
     assert len(starts) > 1, "eight different seeds gave the same start state"
 

@@ -1,0 +1,386 @@
+"""``rlopt compare``: train algorithms x environments x seeds in worker processes, then write the report.
+
+Every (env, algo, seed) job trains in its own spawned process (one job per process, so each run's peak memory is
+its own) and writes ``OUT/tb/<env>__<algo>__<seed>/``. A job that raises leaves its traceback in that folder's
+``error.txt`` while the other jobs go on. Running the same command again skips finished runs and redoes the rest,
+so an interrupted comparison resumes where it stopped. See :mod:`rlopt.report` for what the report holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rlopt import runs
+from rlopt.config import ConfigError, check_range, option
+from rlopt.report import ERROR_FILE, format_table, load_runs, write_report
+
+ALGOS = ("grpo", "ppo", "sb3_ppo")
+TB_DIR = "tb"
+# Settings each job gets from the comparison itself, which per-algo overrides may not change.
+OWNED_BY_COMPARE = ("env_id", "seed", "total_steps", "logdir", "run_name")
+
+TrainFn = Callable[..., dict]
+
+
+def default_jobs() -> int:
+    """Worker processes by default: two where the machine has two cores or more."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and where to write it."""
+
+    envs: list[str] = option([], "Gymnasium ids to train on (module:id imports the module first).")
+    algos: list[str] = option(list(ALGOS), "Algorithms to compare, from grpo, ppo (rlopt's own) and sb3_ppo.")
+    seeds: int = option(3, "Seeds per (env, algo): seeds 0 .. N-1.")
+    total_steps: int = option(100_000, "Environment steps per run.")
+    out: str = option("runs/compare", "Comparison folder: tb/ (one run folder per job), report.md, plots/.")
+    jobs: int = option(default_jobs(), "Worker processes training at the same time.")
+    overrides: dict = option({}, "Config overrides per algorithm, e.g. {'sb3_ppo': {'n_envs': 4}}.")
+    success_threshold: float = option(
+        0.9, "Success rate that counts as solved in the steps/seconds-to-success columns."
+    )
+    reference_algo: str = option("grpo", "Algorithm whose probability of improving on each other one is reported.")
+
+    def __post_init__(self) -> None:
+        self.envs = list(self.envs)
+        self.algos = list(self.algos)
+        if not self.envs:
+            raise ConfigError("envs is empty; name at least one Gymnasium id, e.g. --env CartPole-v1")
+        for env_id in self.envs:
+            _check_env_id(env_id)
+        _check_no_duplicates("envs", self.envs)
+        if not self.algos:
+            raise ConfigError(f"algos is empty; choose from {', '.join(ALGOS)}")
+        for algo in self.algos:
+            if algo not in ALGOS:
+                raise ConfigError(f"algo {algo!r} is not accepted; choose from {', '.join(ALGOS)}")
+        _check_no_duplicates("algos", self.algos)
+        check_range("seeds", self.seeds, 1)
+        check_range("total_steps", self.total_steps, 1)
+        check_range("jobs", self.jobs, 1)
+        check_range("success_threshold", self.success_threshold, 0, 1)
+        if self.reference_algo not in ALGOS:
+            raise ConfigError(f"reference_algo={self.reference_algo!r} is not accepted; choose from {', '.join(ALGOS)}")
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(f"overrides must be a dict {{algo: {{field: value}}}}, got {self.overrides!r}")
+        for algo, values in self.overrides.items():
+            if algo not in self.algos:
+                raise ConfigError(f"overrides name {algo!r}, which is not among the compared algos {self.algos}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"overrides[{algo!r}] must be a dict of config fields, got {values!r}")
+            owned = sorted(set(values) & set(OWNED_BY_COMPARE))
+            if owned:
+                raise ConfigError(
+                    f"overrides[{algo!r}] sets {owned}; compare sets {', '.join(OWNED_BY_COMPARE)} itself"
+                )
+
+    @property
+    def tb_dir(self) -> Path:
+        return Path(self.out) / TB_DIR
+
+
+def _check_no_duplicates(name: str, values: list[str]) -> None:
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ConfigError(f"{name} lists {repeated} more than once")
+
+
+def _check_env_id(env_id: str) -> None:
+    """Fail before any job starts when an id is unknown (a typo would otherwise fail every job)."""
+    import importlib
+
+    import gymnasium as gym
+
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"environment id {env_id!r} must be a non-empty string such as CartPole-v1")
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (ImportError, gym.error.Error) as error:
+        raise ConfigError(f"unknown environment id {env_id!r}: {error}") from None
+
+
+def run_name_for(env_id: str, algo: str, seed: int) -> str:
+    """The deterministic run folder name of one job: ``<env slug>__<algo>__<seed>``."""
+    return f"{runs.env_slug(env_id)}__{algo}__{seed}"
+
+
+@dataclass(frozen=True)
+class Job:
+    env_id: str
+    algo: str
+    seed: int
+
+    @property
+    def run_name(self) -> str:
+        return run_name_for(self.env_id, self.algo, self.seed)
+
+
+def _default_train_fn() -> TrainFn:
+    from rlopt.api import run_training
+
+    return run_training
+
+
+def _write_error(run_dir: Path, text: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR_FILE).write_text(text, encoding="utf-8")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def _run_job(
+    train_fn: TrainFn | None,
+    job: Job,
+    total_steps: int,
+    logdir: str,
+    overrides: dict[str, Any],
+    torch_threads: int,
+) -> dict[str, Any]:
+    """Worker-process body: train one job; any exception becomes ``error.txt`` and a ``failed`` outcome."""
+    start = time.perf_counter()
+    run_dir = Path(logdir) / job.run_name
+    # Parallel jobs share the cores; torch's default (one thread per core in each job) makes them fight. The
+    # variables reach torch when the trainer imports it; a torch already imported is told directly.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(torch_threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(torch_threads)
+    try:
+        train = train_fn if train_fn is not None else _default_train_fn()
+        summary = train(
+            algo=job.algo,
+            env_id=job.env_id,
+            seed=job.seed,
+            total_steps=total_steps,
+            logdir=logdir,
+            run_name=job.run_name,
+            overrides=overrides,
+        )
+    except Exception:  # noqa: BLE001 (every failure is recorded and reported, the other jobs go on)
+        text = traceback.format_exc()
+        _write_error(run_dir, text)
+        return {"status": "failed", "error": _last_line(text), "seconds": time.perf_counter() - start}
+    if not runs.is_finished(run_dir):
+        message = f"{job.algo} training returned without writing a finished {runs.SUMMARY_FILE} in {run_dir}"
+        _write_error(run_dir, message)
+        return {"status": "failed", "error": message, "seconds": time.perf_counter() - start}
+    reward = summary.get("eval/mean_reward") if isinstance(summary, dict) else None
+    return {"status": "finished", "eval/mean_reward": reward, "seconds": time.perf_counter() - start}
+
+
+def _recorded_total_steps(run_dir: Path) -> int | None:
+    try:
+        return int(runs.read_json(run_dir / runs.CONFIG_FILE)["config"]["total_steps"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plan_jobs(config: CompareConfig) -> tuple[list[Job], list[Job]]:
+    """Split the comparison's jobs into (to run, already finished).
+
+    Raises:
+        ConfigError: a finished run was trained for a different number of steps (its numbers would not compare).
+    """
+    all_jobs = [
+        Job(env_id, algo, seed) for env_id in config.envs for algo in config.algos for seed in range(config.seeds)
+    ]
+    pending, finished, mismatched = [], [], []
+    for job in all_jobs:
+        run_dir = config.tb_dir / job.run_name
+        if runs.is_finished(run_dir):
+            recorded = _recorded_total_steps(run_dir)
+            if recorded is not None and recorded != config.total_steps:
+                mismatched.append(f"{run_dir} (total_steps={recorded})")
+            finished.append(job)
+        else:
+            pending.append(job)
+    if mismatched:
+        raise ConfigError(
+            f"finished runs in {config.tb_dir} used another budget than total_steps={config.total_steps}: "
+            f"{', '.join(mismatched)}; choose another --out or delete those folders"
+        )
+    return pending, finished
+
+
+def run_compare(config: CompareConfig, train_fn: TrainFn | None = None) -> Path:
+    """Run every unfinished job of the comparison, then write and print the report.
+
+    Args:
+        config: what to compare.
+        train_fn: ``train_fn(algo=, env_id=, seed=, total_steps=, logdir=, run_name=, overrides=) -> summary``;
+            it must be a module-level function (workers are spawned and receive it pickled). Default:
+            :func:`rlopt.api.run_training`.
+
+    Returns:
+        The path of report.md.
+    """
+    config.tb_dir.mkdir(parents=True, exist_ok=True)
+    pending, finished = plan_jobs(config)
+    for job in finished:
+        print(f"skipping finished run {job.run_name}", flush=True)
+    for job in pending:  # a partial folder from an interrupted or failed attempt would mix into the new run
+        if (config.tb_dir / job.run_name).exists():
+            shutil.rmtree(config.tb_dir / job.run_name)
+    if pending:
+        _run_pending(config, pending, train_fn)
+
+    records = load_runs(config.tb_dir)
+    wanted = {job.run_name for job in pending + finished}
+    records = [record for record in records if record.run_name in wanted]
+    report_path = write_report(records, config.out, config.success_threshold, config.reference_algo)
+    table = runs.read_json(Path(config.out) / runs.SUMMARY_FILE)["table"]
+    print("", format_table(table), "", f"report: {report_path}", f"tensorboard --logdir {config.tb_dir}", sep="\n")
+    return report_path
+
+
+def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | None) -> None:
+    workers = max(1, min(config.jobs, len(pending)))
+    torch_threads = max(1, (os.cpu_count() or 1) // workers)
+    options: dict[str, Any] = {"max_workers": workers, "mp_context": multiprocessing.get_context("spawn")}
+    if sys.version_info >= (3, 11):
+        options["max_tasks_per_child"] = 1  # a fresh process per job: peak RSS and torch state are the job's own
+    print(f"running {len(pending)} jobs on {workers} worker processes", flush=True)
+    with ProcessPoolExecutor(**options) as pool:
+        futures = {
+            pool.submit(
+                _run_job,
+                train_fn,
+                job,
+                config.total_steps,
+                str(config.tb_dir),
+                config.overrides.get(job.algo, {}),
+                torch_threads,
+            ): job
+            for job in pending
+        }
+        try:
+            for count, future in enumerate(as_completed(futures), start=1):
+                job = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as error:  # noqa: BLE001 (the worker process itself died, e.g. killed for memory)
+                    outcome = {"status": "failed", "error": f"worker process died: {error!r}", "seconds": float("nan")}
+                    _write_error(config.tb_dir / job.run_name, outcome["error"])
+                print(_progress_line(count, len(pending), job, outcome, config.tb_dir), flush=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _progress_line(count: int, total: int, job: Job, outcome: dict[str, Any], tb_dir: Path) -> str:
+    prefix = f"[{count}/{total}] {job.env_id} {job.algo} seed {job.seed}"
+    if outcome["status"] == "finished":
+        reward = outcome.get("eval/mean_reward")
+        reward_text = "" if reward is None else f", eval/mean_reward {reward:.4g}"
+        return f"{prefix}: finished in {outcome['seconds']:.1f} s{reward_text}"
+    return f"{prefix}: FAILED ({outcome['error']}); see {tb_dir / job.run_name / ERROR_FILE}"
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+
+
+def _field(name: str) -> Any:
+    return next(item for item in fields(CompareConfig) if item.name == name)
+
+
+def _help(name: str) -> str:
+    return _field(name).metadata["help"]
+
+
+def _default(name: str) -> Any:
+    item = _field(name)
+    return item.default_factory() if item.default is MISSING else item.default
+
+
+def _split(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``rlopt compare``'s options to ``parser``."""
+    parser.add_argument("--env", action="append", required=True, metavar="ID[,ID...]", help=_help("envs"))
+    parser.add_argument("--algos", default=",".join(_default("algos")), metavar="A[,A...]", help=_help("algos"))
+    parser.add_argument("--seeds", type=int, default=_default("seeds"), metavar="N", help=_help("seeds"))
+    parser.add_argument(
+        "--total-steps", type=int, default=_default("total_steps"), metavar="S", help=_help("total_steps")
+    )
+    parser.add_argument("--out", default=_default("out"), metavar="DIR", help=_help("out"))
+    parser.add_argument("--jobs", type=int, default=_default("jobs"), metavar="J", help=_help("jobs"))
+    parser.add_argument(
+        "--success-threshold",
+        type=float,
+        default=_default("success_threshold"),
+        metavar="RATE",
+        help=_help("success_threshold"),
+    )
+    parser.add_argument(
+        "--reference-algo", default=_default("reference_algo"), choices=ALGOS, help=_help("reference_algo")
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="ALGO.FIELD=VALUE",
+        help="Set one config field of one algorithm (VALUE is read as JSON, else as text); repeatable, "
+        "e.g. --override sb3_ppo.n_envs=4",
+    )
+    return parser
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    target, separator, raw = text.partition("=")
+    algo, dot, name = target.partition(".")
+    if not separator or not dot or not algo or not name:
+        raise ConfigError(f"--override {text!r} is not ALGO.FIELD=VALUE, e.g. sb3_ppo.n_envs=4")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return algo.strip(), name.strip(), value
+
+
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
+    """A :class:`CompareConfig` from parsed ``rlopt compare`` arguments."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for text in args.override:
+        algo, name, value = _parse_override(text)
+        overrides.setdefault(algo, {})[name] = value
+    return CompareConfig(
+        envs=_split(args.env),
+        algos=_split([args.algos]),
+        seeds=args.seeds,
+        total_steps=args.total_steps,
+        out=args.out,
+        jobs=args.jobs,
+        overrides=overrides,
+        success_threshold=args.success_threshold,
+        reference_algo=args.reference_algo,
+    )
+
+
+def compare_main(args: argparse.Namespace, train_fn: TrainFn | None = None) -> int:
+    """Run ``rlopt compare``; exit status 0 when every run finished, 1 when any failed (the report is written
+    either way)."""
+    config = config_from_args(args)
+    run_compare(config, train_fn)
+    summary = runs.read_json(Path(config.out) / runs.SUMMARY_FILE)
+    return 0 if all(run["status"] == "finished" for run in summary["runs"]) else 1
