@@ -47,6 +47,7 @@ class CompareConfig:
     algos: list[str] = option(list(ALGOS), "Algorithms to compare, from grpo, ppo (rlopt's own) and sb3_ppo.")
     seeds: int = option(3, "Seeds per (env, algo): seeds 0 .. N-1.")
     total_steps: int = option(100_000, "Environment steps per run.")
+    env_steps: dict = option({}, "Per-env step budgets that override total_steps, e.g. {'CartPole-v1': 50000}.")
     out: str = option("runs/compare", "Comparison folder: tb/ (one run folder per job), report.md, plots/.")
     jobs: int = option(default_jobs(), "Worker processes training at the same time.")
     overrides: dict = option({}, "Config overrides per algorithm, e.g. {'sb3_ppo': {'n_envs': 4}}.")
@@ -71,6 +72,10 @@ class CompareConfig:
         _check_no_duplicates("algos", self.algos)
         check_range("seeds", self.seeds, 1)
         check_range("total_steps", self.total_steps, 1)
+        for env_id, steps in self.env_steps.items():
+            if env_id not in self.envs:
+                raise ConfigError(f"env_steps names {env_id!r}, which is not among the compared envs {self.envs}")
+            check_range(f"env_steps[{env_id!r}]", steps, 1)
         check_range("jobs", self.jobs, 1)
         check_range("success_threshold", self.success_threshold, 0, 1)
         if self.reference_algo not in ALGOS:
@@ -87,6 +92,10 @@ class CompareConfig:
                 raise ConfigError(
                     f"overrides[{algo!r}] sets {owned}; compare sets {', '.join(OWNED_BY_COMPARE)} itself"
                 )
+
+    def steps_for(self, env_id: str) -> int:
+        """The step budget of every run on ``env_id``."""
+        return int(self.env_steps.get(env_id, self.total_steps))
 
     @property
     def tb_dir(self) -> Path:
@@ -208,14 +217,14 @@ def plan_jobs(config: CompareConfig) -> tuple[list[Job], list[Job]]:
         run_dir = config.tb_dir / job.run_name
         if runs.is_finished(run_dir):
             recorded = _recorded_total_steps(run_dir)
-            if recorded is not None and recorded != config.total_steps:
+            if recorded is not None and recorded != config.steps_for(job.env_id):
                 mismatched.append(f"{run_dir} (total_steps={recorded})")
             finished.append(job)
         else:
             pending.append(job)
     if mismatched:
         raise ConfigError(
-            f"finished runs in {config.tb_dir} used another budget than total_steps={config.total_steps}: "
+            f"finished runs in {config.tb_dir} used another budget than this comparison's: "
             f"{', '.join(mismatched)}; choose another --out or delete those folders"
         )
     return pending, finished
@@ -265,7 +274,7 @@ def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | 
                 _run_job,
                 train_fn,
                 job,
-                config.total_steps,
+                config.steps_for(job.env_id),
                 str(config.tb_dir),
                 config.overrides.get(job.algo, {}),
                 torch_threads,
@@ -323,6 +332,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument(
         "--total-steps", type=int, default=_default("total_steps"), metavar="S", help=_help("total_steps")
     )
+    parser.add_argument(
+        "--env-steps", action="append", default=[], metavar="ID=S",
+        help="Step budget for one env, overriding --total-steps; repeatable.",
+    )
     parser.add_argument("--out", default=_default("out"), metavar="DIR", help=_help("out"))
     parser.add_argument("--jobs", type=int, default=_default("jobs"), metavar="J", help=_help("jobs"))
     parser.add_argument(
@@ -358,6 +371,16 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return algo.strip(), name.strip(), value
 
 
+def _parse_env_steps(items: list[str]) -> dict[str, int]:
+    budgets: dict[str, int] = {}
+    for text in items:
+        env_id, separator, raw = text.rpartition("=")
+        if not separator or not env_id or not raw.strip().isdigit():
+            raise ConfigError(f"--env-steps {text!r} is not ID=STEPS, e.g. rlopt/GridGame-DoorKey-5x5-v0=150000")
+        budgets[env_id] = int(raw)
+    return budgets
+
+
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """A :class:`CompareConfig` from parsed ``rlopt compare`` arguments."""
     overrides: dict[str, dict[str, Any]] = {}
@@ -369,6 +392,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         algos=_split([args.algos]),
         seeds=args.seeds,
         total_steps=args.total_steps,
+        env_steps=_parse_env_steps(getattr(args, "env_steps", [])),
         out=args.out,
         jobs=args.jobs,
         overrides=overrides,

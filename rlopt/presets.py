@@ -13,8 +13,9 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "grpo": [
         ("rlopt/GridGame-Empty-*", {"num_prompts": 16, "group_size": 8, "learning_rate": 1e-3, "update_epochs": 4,
                                     "num_minibatches": 4, "total_steps": 100_000}),
-        ("rlopt/GridGame-*", {"num_prompts": 32, "group_size": 8, "learning_rate": 1e-3, "update_epochs": 4,
-                              "num_minibatches": 4, "ent_coef": 0.01, "total_steps": 300_000}),
+        # long episodes (up to 250 steps on DoorKey-5x5): fewer episodes per batch buy more updates per env step
+        ("rlopt/GridGame-*", {"num_prompts": 8, "group_size": 8, "learning_rate": 2e-3, "update_epochs": 8,
+                              "num_minibatches": 4, "total_steps": 200_000}),
         ("rlopt/ArmReach*", {"num_prompts": 32, "group_size": 8, "learning_rate": 3e-4, "update_epochs": 4,
                              "num_minibatches": 4, "hidden_sizes": (64, 64), "total_steps": 500_000}),
         ("rlopt/MathReasoning-*", {"num_prompts": 32, "group_size": 8, "learning_rate": 1e-3, "update_epochs": 2,
