@@ -189,15 +189,21 @@ class DictEncoder(nn.Module):
 
 
 def make_encoder(
-    space: spaces.Space, embedding_dim: int, conv_channels: Sequence[int], activation: str, _path: str = "observation"
+    space: spaces.Space,
+    embedding_dim: int,
+    conv_channels: Sequence[int],
+    activation: str,
+    _path: str = "observation",
+    flat: bool = False,
 ) -> nn.Module:
-    """Build the encoder for ``space`` (see the module table).
+    """Build the encoder for ``space`` (see the module table). ``flat`` flattens every Box as numbers, as
+    stable-baselines3's MlpPolicy / MultiInputPolicy do (no grid convolutions, no token embeddings).
 
     Raises:
         TypeError: for a space with no encoder (Text, Tuple, Graph, Sequence, ...), naming the space and its path.
     """
     if isinstance(space, spaces.Box):
-        kind = box_kind(space)
+        kind = "vector" if flat else box_kind(space)
         if kind == "grid":
             return GridEncoder(space, embedding_dim, conv_channels, activation)
         if kind == "tokens":
@@ -212,7 +218,7 @@ def make_encoder(
     if isinstance(space, spaces.Dict):
         return DictEncoder(
             {
-                key: make_encoder(subspace, embedding_dim, conv_channels, activation, f"{_path}[{key!r}]")
+                key: make_encoder(subspace, embedding_dim, conv_channels, activation, f"{_path}[{key!r}]", flat)
                 for key, subspace in space.spaces.items()
             }
         )

@@ -1,6 +1,6 @@
 """Policies built from Gymnasium spaces: :class:`PolicySpec`, :class:`ActorCritic` and :func:`make_policy`.
 
-One class serves every policy. It is a composition of an encoder chosen from the observation space
+One class serves every feed-forward policy. It is a composition of an encoder chosen from the observation space
 (:mod:`agents.encoders`), a trunk (a dense MLP, or :class:`agents.moe.MoETrunk` when ``num_experts > 0``), an
 action head chosen from the action space (:mod:`agents.heads`) and, for PPO only, a value head. A critic-free
 (GRPO) policy has no value parameters at all.
@@ -8,6 +8,9 @@ action head chosen from the action space (:mod:`agents.heads`) and, for PPO only
 Parameter names are the same with and without a critic (``encoder.*``, ``trunk.*``, ``policy_head.*``; the critic
 adds ``value_head.*`` and, without a shared trunk, ``critic_encoder.*`` / ``critic_trunk.*``), so actor weights
 load into an actor-critic with ``load_state_dict(..., strict=False)``.
+
+Token sequences can instead get a causal transformer with a KV cache (``PolicySpec(architecture="transformer")``,
+:class:`agents.transformer.TransformerPolicy`), with the same public methods; :func:`make_policy` builds either.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -29,12 +32,17 @@ from agents.heads import POLICY_GAIN, GaussianHead, make_head
 from agents.layers import ACTIVATIONS, HIDDEN_GAIN, MLPTrunk, TrunkOutput, orthogonal_init_
 from agents.moe import MoEFeedForward, MoETrunk
 
+if TYPE_CHECKING:
+    from agents.transformer import TransformerPolicy
+
 __all__ = ["ActorCritic", "Observation", "Policy", "PolicySpec", "make_policy"]
 
 Observation = Tensor | dict[str, Tensor]
 """A batch of observations as the forward methods take it: ``(B, *shape)``, or a dict of those for Dict spaces."""
 
 VALUE_GAIN = 1.0
+#: accepted values of ``PolicySpec.architecture``
+ARCHITECTURES = ("auto", "mlp", "transformer")
 
 
 def _option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:  # noqa: A002 (argparse's word)
@@ -67,6 +75,27 @@ class PolicySpec:
     num_experts: int = _option(0, "Mixture-of-Experts experts in the trunk; 0 keeps a dense MLP trunk.")
     top_k: int = _option(2, "MoE: experts used per input (1 <= top_k <= num_experts; ignored when num_experts=0).")
     conv_channels: tuple[int, ...] = _option((16, 32), "Output channels of the 2x2 convolutions of the grid encoder.")
+    architecture: str = _option(
+        "auto",
+        "Network: auto (picked from the spaces: MLP, grid conv net, flattened-token MLP), mlp (every observation "
+        "flattened as numbers, like stable-baselines3's MlpPolicy) or transformer (causal transformer with a KV "
+        "cache, for 1-D integer token observations and Discrete actions).",
+        ARCHITECTURES,
+    )
+    num_layers: int = _option(2, "Transformer blocks (architecture=transformer).")
+    num_heads: int = _option(4, "Attention heads per transformer block; must divide model_dim.")
+    model_dim: int = _option(128, "Transformer width (embeddings and residual stream).")
+    context_length: int = _option(
+        0,
+        "Transformer positions; 0 = the observation length. Set it to the longest observation to reuse one model "
+        "across env lengths (e.g. math levels).",
+    )
+    temperature: float = _option(1.0, "Sampling temperature of the transformer's next-token distribution (> 0).")
+    top_p: float = _option(
+        1.0,
+        "Nucleus sampling for the transformer: sample from the smallest token set holding "
+        "this much probability, in (0, 1]; 1 = every token.",
+    )
 
     def __post_init__(self) -> None:
         # Values are validated, then normalised to plain Python types (tuples, int, float, bool) so that
@@ -112,6 +141,40 @@ class PolicySpec:
             int(self.num_experts),
             int(self.top_k),
         )
+        self._check_transformer_fields()
+
+    def _check_transformer_fields(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"PolicySpec.architecture={self.architecture!r} is not accepted; choose one of {ARCHITECTURES}"
+            )
+        for name in ("num_layers", "num_heads", "model_dim"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"PolicySpec.{name}={getattr(self, name)!r} must be a positive int")
+            setattr(self, name, int(getattr(self, name)))
+        if self.model_dim % self.num_heads:
+            raise ValueError(
+                f"PolicySpec.model_dim={self.model_dim} is not divisible by num_heads={self.num_heads}; "
+                "choose model_dim as a multiple of num_heads"
+            )
+        if not _is_int(self.context_length) or self.context_length < 0:
+            raise ValueError(
+                f"PolicySpec.context_length={self.context_length!r} must be an int >= 0 (0 = the observation length)"
+            )
+        self.context_length = int(self.context_length)
+        for name, high in (("temperature", math.inf), ("top_p", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+                raise ValueError(f"PolicySpec.{name}={value!r} must be a number")
+            if not (0.0 < value <= high and math.isfinite(value)):
+                accepted = "(0, 1]" if name == "top_p" else "a finite number > 0"
+                raise ValueError(f"PolicySpec.{name}={value!r} is outside the accepted range {accepted}")
+            setattr(self, name, float(value))
+        if self.architecture != "transformer" and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise ValueError(
+                f"PolicySpec temperature={self.temperature}, top_p={self.top_p}: sampling settings apply to "
+                "architecture='transformer' only; leave them at 1.0 or set architecture='transformer'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict of every field (tuples as lists)."""
@@ -131,7 +194,8 @@ class PolicySpec:
 
 @runtime_checkable
 class Policy(Protocol):
-    """What trainers and evaluators need from a policy (implemented by :class:`ActorCritic`)."""
+    """What trainers and evaluators need from a policy (implemented by :class:`ActorCritic` and
+    :class:`agents.transformer.TransformerPolicy`)."""
 
     has_value: bool
 
@@ -181,14 +245,17 @@ class ActorCritic(nn.Module):
         self.action_space = action_space
         self.has_value = spec.value_head
         self.is_moe = spec.num_experts > 0
-        self.encoder = make_encoder(observation_space, spec.embedding_dim, spec.conv_channels, spec.activation)
+        flat = spec.architecture == "mlp"
+        self.encoder = make_encoder(
+            observation_space, spec.embedding_dim, spec.conv_channels, spec.activation, flat=flat
+        )
         self.trunk = _make_trunk(self.encoder.out_dim, spec, self.is_moe)
         self.policy_head = make_head(self.trunk.out_dim, action_space, spec.log_std_init)
         if self.has_value and not spec.shared_trunk:
             # A separate critic is a dense network of its own: MoE is a policy-side choice, and a dense critic
             # keeps the value loss from shaping the router.
             self.critic_encoder = make_encoder(
-                observation_space, spec.embedding_dim, spec.conv_channels, spec.activation
+                observation_space, spec.embedding_dim, spec.conv_channels, spec.activation, flat=flat
             )
             self.critic_trunk = MLPTrunk(self.critic_encoder.out_dim, spec.hidden_sizes, spec.activation)
         if self.has_value:
@@ -362,12 +429,20 @@ def _add_batch_axis(observation: Any) -> Any:
     return np.asarray(observation)[None]
 
 
-def make_policy(spec: PolicySpec, observation_space: spaces.Space, action_space: spaces.Space) -> ActorCritic:
-    """Build the policy for these spaces (see :class:`ActorCritic`).
+def make_policy(
+    spec: PolicySpec, observation_space: spaces.Space, action_space: spaces.Space
+) -> ActorCritic | TransformerPolicy:
+    """Build the policy for these spaces: an :class:`ActorCritic`, or with ``architecture="transformer"`` an
+    :class:`agents.transformer.TransformerPolicy`.
 
     Raises:
         TypeError: ``spec`` is not a :class:`PolicySpec`, or a space has no encoder / head (the error names it).
     """
     if not isinstance(spec, PolicySpec):
         raise TypeError(f"make_policy needs a PolicySpec, got {type(spec).__name__}; use PolicySpec.from_dict(...)")
+    if spec.architecture == "transformer":
+        # imported here: agents.transformer builds on this module (PolicySpec and the numpy helpers)
+        from agents.transformer import TransformerPolicy
+
+        return TransformerPolicy(spec, observation_space, action_space)
     return ActorCritic(spec, observation_space, action_space)

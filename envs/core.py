@@ -186,8 +186,17 @@ class BatchedCore:
             if array.shape != expected:
                 raise InvalidActionError(f"expected a batch of actions with shape {expected}, got shape {array.shape}")
             array = array.astype(space.dtype, copy=False)
-            if not np.all(np.isfinite(array)):
+            # min/max propagate NaN, so two reductions check finiteness and bounds together (the hot path)
+            smallest, largest = array.min(), array.max()
+            if not (np.isfinite(smallest) and np.isfinite(largest)):
                 raise InvalidActionError("actions contain NaN or infinity; every action must be finite")
+            if (
+                smallest >= space.low.min()
+                and largest <= space.high.max()
+                and space.is_bounded("both")
+                and (np.all(space.low == space.low.flat[0]) and np.all(space.high == space.high.flat[0]))
+            ):
+                return array
             tolerance = 1e-6
             if np.any(array < space.low - tolerance) or np.any(array > space.high + tolerance):
                 flat = np.argwhere((array < space.low - tolerance) | (array > space.high + tolerance))[0]

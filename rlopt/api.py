@@ -1,9 +1,9 @@
 """rlopt's Python API: build configs, train, resume, load and evaluate policies.
 
-    >>> from rlopt import api
-    >>> config = api.make_config("grpo", "rlopt/GridGame-Empty-5x5-v0", total_steps=20_000)
-    >>> policy, summary = api.train(config)
-    >>> action, _ = policy.predict(observation, deterministic=True)
+>>> from rlopt import api
+>>> config = api.make_config("grpo", "rlopt/GridGame-Empty-5x5-v0", total_steps=20_000)
+>>> policy, summary = api.train(config)
+>>> action, _ = policy.predict(observation, deterministic=True)
 """
 
 from __future__ import annotations
@@ -63,11 +63,26 @@ def train(config: RunConfig, resume: bool = False) -> tuple[Any, dict[str, Any]]
     return module.train(config)
 
 
-def run_training(algo: str, env_id: str, seed: int, total_steps: int, logdir: str, run_name: str | None = None,
-                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_training(
+    algo: str,
+    env_id: str,
+    seed: int,
+    total_steps: int,
+    logdir: str,
+    run_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One training run as `rlopt compare` needs it: returns the summary dict. Progress bars are off."""
-    config = make_config(algo, env_id, seed=seed, total_steps=total_steps, logdir=logdir, run_name=run_name,
-                         progress=False, **(overrides or {}))
+    config = make_config(
+        algo,
+        env_id,
+        seed=seed,
+        total_steps=total_steps,
+        logdir=logdir,
+        run_name=run_name,
+        progress=False,
+        **(overrides or {}),
+    )
     _, summary = train(config)
     return summary
 
@@ -101,8 +116,13 @@ def load_policy(checkpoint: str | Path, device: str = "cpu") -> Any:
     return policy
 
 
-def evaluate(checkpoint: str | Path, env_id: str | None = None, episodes: int = 32,
-             env_kwargs: dict[str, Any] | None = None, device: str = "cpu") -> dict[str, float]:
+def evaluate(
+    checkpoint: str | Path,
+    env_id: str | None = None,
+    episodes: int = 32,
+    env_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
     """Evaluate a checkpoint on held-out seeds; ``env_id`` defaults to the env it was trained on."""
     from rlopt.checkpoint import load_checkpoint
     from rlopt.evaluation import Evaluator
@@ -113,8 +133,9 @@ def evaluate(checkpoint: str | Path, env_id: str | None = None, episodes: int = 
     env_kwargs = state.get("config", {}).get("env_kwargs", {}) if env_kwargs is None else env_kwargs
     evaluator = Evaluator(env_id, episodes, env_kwargs, device=device)
     try:
-        policy, _ = policy_from_checkpoint(checkpoint, evaluator.env.single_observation_space,
-                                           evaluator.env.single_action_space, device=device)
+        policy, _ = policy_from_checkpoint(
+            checkpoint, evaluator.env.single_observation_space, evaluator.env.single_action_space, device=device
+        )
         result = evaluator.evaluate(policy)
     finally:
         evaluator.close()

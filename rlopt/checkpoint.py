@@ -67,8 +67,10 @@ def save_checkpoint(
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
 
-    save_file({key: value.detach().contiguous().cpu() for key, value in policy.state_dict().items()},
-              str(temporary / MODEL_FILE))
+    save_file(
+        {key: value.detach().contiguous().cpu() for key, value in policy.state_dict().items()},
+        str(temporary / MODEL_FILE),
+    )
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
     optimizer_meta: dict[str, Any] | None = None
     if optimizer is not None:

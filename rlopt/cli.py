@@ -56,8 +56,9 @@ def _optional(convert: Any) -> Any:
     return parse
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[RunConfig],
-                         skip: tuple[str, ...] = ()) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, config_cls: type[RunConfig], skip: tuple[str, ...] = ()
+) -> None:
     """One ``--option`` per dataclass field, with the field's help text, default and choices."""
     hints = typing.get_type_hints(config_cls)
     for item in dataclasses.fields(config_cls):
@@ -103,14 +104,20 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     rows = []
     for entry in ENTRIES:
         env = gym.make(entry.id)
-        rows.append((entry.id, _describe_space(env.observation_space), _describe_space(env.action_space),
-                     str(entry.max_episode_steps or "-")))
+        rows.append(
+            (
+                entry.id,
+                _describe_space(env.observation_space),
+                _describe_space(env.action_space),
+                str(entry.max_episode_steps or "-"),
+            )
+        )
         env.close()
     widths = [max(len(row[i]) for row in rows + [("id", "observation", "action", "steps")]) for i in range(4)]
     header = ("id", "observation", "action", "steps")
-    print("  ".join(text.ljust(width) for text, width in zip(header, widths)))
+    print("  ".join(text.ljust(width) for text, width in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(text.ljust(width) for text, width in zip(row, widths)))
+        print("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)))
     return 0
 
 
@@ -133,14 +140,31 @@ def _train_parser(algo: str) -> argparse.ArgumentParser:
         prog="rlopt train",
         description=f"Train with {algo}. Options not given come from the env's preset, then the defaults.",
     )
-    parser.add_argument("--algo", choices=ALGO_CHOICES, default=algo,
-                        help="Algorithm: grpo (critic-free), ppo (rlopt's own), sb3_ppo (stable-baselines3).")
-    parser.add_argument("--env", dest="env_id", metavar="ID", default=argparse.SUPPRESS,
-                        help="Gymnasium id, e.g. rlopt/GridGame-Empty-5x5-v0 (see `rlopt envs`) or CartPole-v1.")
-    parser.add_argument("--preset", choices=("auto", "none"), default="auto",
-                        help="auto: start from the tuned hyperparameters for this env (rlopt/presets.py); none: defaults.")
-    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="Continue the run in RUN_DIR from its latest checkpoint (grpo and ppo).")
+    parser.add_argument(
+        "--algo",
+        choices=ALGO_CHOICES,
+        default=algo,
+        help="Algorithm: grpo (critic-free), ppo (rlopt's own), sb3_ppo (stable-baselines3).",
+    )
+    parser.add_argument(
+        "--env",
+        dest="env_id",
+        metavar="ID",
+        default=argparse.SUPPRESS,
+        help="Gymnasium id, e.g. rlopt/GridGame-Empty-5x5-v0 (see `rlopt envs`) or CartPole-v1.",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: start from the env's tuned hyperparameters (rlopt/presets.py); none: defaults.",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="Continue the run in RUN_DIR from its latest checkpoint (grpo and ppo).",
+    )
     add_config_arguments(parser, config_class(algo), skip=("env_id",))
     return parser
 
@@ -206,6 +230,18 @@ def _cmd_compare(argv: list[str]) -> int:
     return int(compare_main(parser.parse_args(argv)) or 0)
 
 
+def _cmd_sft(argv: list[str]) -> int:
+    from rlopt.sft import add_sft_arguments, sft_main
+
+    parser = argparse.ArgumentParser(
+        prog="rlopt sft",
+        description="Supervised cold start: train a token transformer on the reference solver's chains of thought; "
+        "continue with `rlopt train --algo grpo --init RUN_DIR`.",
+    )
+    add_sft_arguments(parser)
+    return int(sft_main(parser.parse_args(argv)) or 0)
+
+
 def _cmd_demo(argv: list[str]) -> int:
     from rlopt.demo import demo_main
 
@@ -219,6 +255,7 @@ COMMANDS = {
     "envs": "list the registered rlopt/... environments with their spaces",
     "train": "train a policy (grpo, ppo or sb3_ppo); `rlopt train --algo ALGO --help` lists every option",
     "eval": "evaluate a checkpoint on held-out seeds",
+    "sft": "supervised cold start of a math transformer on gold chains of thought (then GRPO with --init)",
     "compare": "GRPO vs PPO vs SB3 PPO over envs and seeds, with a statistical report",
     "demo": "the main job: a short comparison with TensorBoard logs and a report",
 }
@@ -240,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "envs":
             return _cmd_envs(argparse.Namespace())
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "demo": _cmd_demo}[args.command]
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "sft": _cmd_sft, "compare": _cmd_compare, "demo": _cmd_demo}[
+            args.command
+        ]
         return handler(argv[1:])
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"rlopt {args.command}: error: {error}", file=sys.stderr)

@@ -333,7 +333,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--total-steps", type=int, default=_default("total_steps"), metavar="S", help=_help("total_steps")
     )
     parser.add_argument(
-        "--env-steps", action="append", default=[], metavar="ID=S",
+        "--env-steps",
+        action="append",
+        default=[],
+        metavar="ID=S",
         help="Step budget for one env, overriding --total-steps; repeatable.",
     )
     parser.add_argument("--out", default=_default("out"), metavar="DIR", help=_help("out"))

@@ -36,8 +36,15 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not accepted; choose one of {accepted}")
 
 
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None, *,
-                low_open: bool = False, high_open: bool = False) -> None:
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raise :class:`ConfigError` unless ``low <= value <= high`` (bounds open where asked)."""
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
@@ -113,3 +120,56 @@ def _is_tuple_type(hint: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_is_tuple_type(arg) for arg in typing.get_args(hint))
     return False
+
+
+@dataclass
+class PolicyOptions:
+    """The policy-network options shared by rlopt's own trainers (GRPO, PPO); mixed into their configs."""
+
+    hidden_sizes: tuple[int, ...] = option((64, 64), "Hidden layer sizes of the policy (and critic) MLP.")
+    activation: str = option("tanh", "Activation of the networks.", ("tanh", "relu", "gelu"))
+    architecture: str = option(
+        "auto",
+        "Network: auto (from the spaces: MLP, grid conv net, token-embedding MLP), mlp (every observation flattened "
+        "as numbers, like SB3's MlpPolicy) or transformer (causal transformer with a KV cache, token envs).",
+        ("auto", "mlp", "transformer"),
+    )
+    num_layers: int = option(2, "Transformer blocks (architecture=transformer).")
+    num_heads: int = option(4, "Transformer attention heads; must divide model_dim.")
+    model_dim: int = option(128, "Transformer width.")
+    context_length: int = option(0, "Transformer positions; 0 = the observation length.")
+    temperature: float = option(1.0, "Sampling temperature of the transformer's token distribution.")
+    top_p: float = option(1.0, "Nucleus (top-p) sampling of the transformer, in (0, 1].")
+    num_experts: int = option(0, "Mixture-of-Experts experts in the policy trunk (0 = dense).")
+    top_k: int = option(2, "Mixture-of-Experts experts per input.")
+    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
+    init: str | None = option(None, "Start from this checkpoint's policy weights (its architecture wins), e.g. SFT.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]  (RunConfig's, through the MRO)
+        check_range("aux_loss_coef", self.aux_loss_coef, 0.0)
+        try:
+            self.policy_spec(value_head=False)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def policy_spec(self, value_head: bool, shared_trunk: bool = False) -> Any:
+        """The :class:`agents.PolicySpec` these options describe."""
+        from agents import PolicySpec
+
+        transformer = self.architecture == "transformer"
+        return PolicySpec(
+            hidden_sizes=tuple(self.hidden_sizes),
+            activation=self.activation,
+            value_head=value_head,
+            shared_trunk=shared_trunk,
+            num_experts=self.num_experts,
+            top_k=self.top_k if self.num_experts else 2,
+            architecture=self.architecture,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            model_dim=self.model_dim,
+            context_length=self.context_length,
+            temperature=self.temperature if transformer else 1.0,
+            top_p=self.top_p if transformer else 1.0,
+        )

@@ -21,8 +21,15 @@ DOORKEY = "rlopt/GridGame-DoorKey-5x5-v0"
 def demo_config(out: str, quick: bool = False) -> CompareConfig:
     """The comparison the demo runs (``quick``: one seed, small budgets)."""
     if quick:
-        return CompareConfig(envs=[EMPTY], algos=["grpo", "ppo", "sb3_ppo"], seeds=1, total_steps=4_000, out=out,
-                             jobs=default_jobs(), overrides={})
+        return CompareConfig(
+            envs=[EMPTY],
+            algos=["grpo", "ppo", "sb3_ppo"],
+            seeds=1,
+            total_steps=4_000,
+            out=out,
+            jobs=default_jobs(),
+            overrides={},
+        )
     return CompareConfig(
         envs=[EMPTY, DOORKEY],
         algos=["grpo", "ppo", "sb3_ppo"],
@@ -38,8 +45,11 @@ def demo_config(out: str, quick: bool = False) -> CompareConfig:
 def demo_main(args: argparse.Namespace) -> int:
     config = demo_config(args.out, quick=args.quick)
     runs = len(config.envs) * len(config.algos) * config.seeds
-    print(f"rlopt demo: {', '.join(config.algos)} x {', '.join(config.envs)} x {config.seeds} seeds = {runs} runs "
-          f"on {config.jobs} worker processes ({machine_description()})", flush=True)
+    print(
+        f"rlopt demo: {', '.join(config.algos)} x {', '.join(config.envs)} x {config.seeds} seeds = {runs} runs "
+        f"on {config.jobs} worker processes ({machine_description()})",
+        flush=True,
+    )
     print(f"watch the curves while it runs: tensorboard --logdir {config.tb_dir}", flush=True)
     start = time.perf_counter()
     report = run_compare(config)

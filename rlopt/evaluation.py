@@ -38,15 +38,24 @@ class EvalResult:
         return float(self.lengths.mean())
 
     def metrics(self) -> dict[str, float]:
-        return {"eval/mean_reward": self.mean_reward, "eval/success_rate": self.success_rate,
-                "eval/mean_ep_length": self.mean_length}
+        return {
+            "eval/mean_reward": self.mean_reward,
+            "eval/success_rate": self.success_rate,
+            "eval/mean_ep_length": self.mean_length,
+        }
 
 
 class Evaluator:
     """Evaluates a policy on ``episodes`` fixed held-out seeds; the vector env is built once and reused."""
 
-    def __init__(self, env_id: str, episodes: int, env_kwargs: dict[str, Any] | None = None,
-                 seed_base: int = EVAL_SEED_BASE, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        env_id: str,
+        episodes: int,
+        env_kwargs: dict[str, Any] | None = None,
+        seed_base: int = EVAL_SEED_BASE,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.env = make_vector_env(env_id, episodes, AutoresetMode.DISABLED, env_kwargs)
         self.seeds = np.arange(seed_base, seed_base + episodes)
         self.max_steps = episode_step_limit(env_id, env_kwargs)

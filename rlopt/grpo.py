@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from agents import PolicySpec, make_policy, obs_to_tensor
+from agents import obs_to_tensor
 from rlopt import functional as F
-from rlopt.config import ConfigError, RunConfig, check_choice, check_range, option
+from rlopt.config import ConfigError, PolicyOptions, RunConfig, check_choice, check_range, option
 from rlopt.logger import mean_or_nan
 from rlopt.rollout import GroupedRollout, collect_groups, concatenate_groups, index_observations
-from rlopt.session import TrainingSession, policy_from_checkpoint
+from rlopt.session import TrainingSession, build_policy
 from rlopt.vector import episode_step_limit, make_vector_env
 
 #: Start seeds for training are drawn below this bound (evaluation seeds lie above it).
@@ -41,7 +41,7 @@ TRAIN_SEED_BOUND = 2**30
 
 
 @dataclass
-class GRPOConfig(RunConfig):
+class GRPOConfig(PolicyOptions, RunConfig):
     """Every GRPO hyperparameter; each becomes a ``rlopt train --algo grpo`` option."""
 
     group_size: int = option(8, "G: rollouts per start state; advantages are relative within each group.")
@@ -52,26 +52,27 @@ class GRPOConfig(RunConfig):
     num_minibatches: int = option(4, "Minibatches per epoch (split by episode).")
     max_grad_norm: float = option(0.5, "Gradient-norm clipping threshold.")
     clip_coef: float = option(0.2, "Surrogate clipping epsilon (lower side, and upper side unless clip_coef_high).")
-    clip_coef_high: float | None = option(None, "Upper clipping epsilon (DAPO clip-higher, e.g. 0.28); None = clip_coef.")
+    clip_coef_high: float | None = option(None, "Upper clip epsilon (DAPO clip-higher, e.g. 0.28); None = clip_coef.")
     kl_coef: float = option(0.0, "Weight of the KL penalty to the reference policy (0 disables it).")
     kl_estimator: str = option("k3", "KL estimator: k3 (unbiased, non-negative) or k1 (log ratio).", ("k1", "k3"))
     ref_reset_every: int = option(0, "Reset the reference policy to the current one every K iterations (0 = never).")
     ent_coef: float = option(0.0, "Entropy bonus coefficient.")
-    loss_type: str = option("grpo", "Loss aggregation: grpo, dapo (token mean) or dr_grpo (constant normaliser).",
-                            ("grpo", "dapo", "dr_grpo"))
-    scale_rewards: str = option("group", "Divide advantages by the group std, the batch std, or not at all.",
-                                ("group", "batch", "none"))
+    loss_type: str = option(
+        "grpo",
+        "Loss aggregation: grpo, dapo (token mean) or dr_grpo (constant normaliser).",
+        ("grpo", "dapo", "dr_grpo"),
+    )
+    scale_rewards: str = option(
+        "group", "Divide advantages by the group std, the batch std, or not at all.", ("group", "batch", "none")
+    )
     advantage_eps: float = option(1e-6, "Epsilon added to the std when scaling advantages.")
-    advantage: str = option("outcome", "outcome: episode return per group; process: per-step rewards (DeepSeekMath).",
-                            ("outcome", "process"))
+    advantage: str = option(
+        "outcome",
+        "outcome: episode return per group; process: per-step rewards (DeepSeekMath).",
+        ("outcome", "process"),
+    )
     dynamic_sampling: bool = option(False, "DAPO dynamic sampling: drop groups with no reward variation and refill.")
     max_resample: int = option(4, "Dynamic sampling: at most this many extra rollouts per iteration to refill.")
-    hidden_sizes: tuple[int, ...] = option((64, 64), "Hidden layer sizes of the policy network.")
-    activation: str = option("tanh", "Activation of the policy network.", ("tanh", "relu", "gelu"))
-    num_experts: int = option(0, "Mixture-of-Experts experts in the policy (0 = dense MLP).")
-    top_k: int = option(2, "Mixture-of-Experts experts per input.")
-    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
-    init: str | None = option(None, "Start from this checkpoint's policy weights (e.g. a supervised cold start).")
     max_episode_steps: int = option(0, "Cap on episode length in a rollout; 0 = the env's registered time limit.")
 
     def __post_init__(self) -> None:
@@ -108,17 +109,12 @@ class GRPOConfig(RunConfig):
         check_choice("scale_rewards", self.scale_rewards, ("group", "batch", "none"))
         check_range("advantage_eps", self.advantage_eps, 0.0)
         check_choice("advantage", self.advantage, ("outcome", "process"))
-        check_range("num_experts", self.num_experts, 0)
         check_range("max_episode_steps", self.max_episode_steps, 0)
 
     @property
     def batch_episodes(self) -> int:
         """Episodes per iteration: P x G."""
         return self.num_prompts * self.group_size
-
-    def policy_spec(self) -> PolicySpec:
-        return PolicySpec(hidden_sizes=tuple(self.hidden_sizes), activation=self.activation, value_head=False,
-                          num_experts=self.num_experts, top_k=self.top_k)
 
 
 def train(config: GRPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -135,11 +131,8 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     device = session.device
     env = make_vector_env(config.env_id, config.batch_episodes, AutoresetMode.DISABLED, config.env_kwargs)
     max_steps = config.max_episode_steps or episode_step_limit(config.env_id, config.env_kwargs)
-    spec = config.policy_spec()
-    policy = make_policy(spec, env.single_observation_space, env.single_action_space).to(device)
-    if config.init:
-        initial, _ = policy_from_checkpoint(config.init, env.single_observation_space, env.single_action_space)
-        policy.load_state_dict(initial.state_dict())
+    policy, spec = build_policy(config, env.single_observation_space, env.single_action_space, value_head=False)
+    policy = policy.to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
     if session.resume:
         session.restore(policy, optimizer)
@@ -162,14 +155,29 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
             # --- update epochs ---
             if reference is not None and config.ref_reset_every and session.iteration % config.ref_reset_every == 0:
                 reference.load_state_dict(policy.state_dict())
-            train_metrics = _update(config, policy, reference, optimizer, rollout, advantages, max_steps,
-                                    env.single_observation_space, device)
+            train_metrics = _update(
+                config,
+                policy,
+                reference,
+                optimizer,
+                rollout,
+                advantages,
+                max_steps,
+                env.single_observation_space,
+                device,
+            )
 
             # --- log ---
             session.advance(sampled_steps, {"ret": float(rollout.returns.mean())})
             session.log(_rollout_metrics(rollout, session.elapsed, session.env_steps))
-            session.log({**advantage_metrics, **train_metrics, "train/dropped_groups": dropped,
-                         "train/learning_rate": optimizer.param_groups[0]["lr"]})
+            session.log(
+                {
+                    **advantage_metrics,
+                    **train_metrics,
+                    "train/dropped_groups": dropped,
+                    "train/learning_rate": optimizer.param_groups[0]["lr"],
+                }
+            )
             session.maybe_evaluate(policy)
 
             # --- checkpoint ---
@@ -180,8 +188,9 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     return policy, summary
 
 
-def _grouped_rollout(config: GRPOConfig, session: TrainingSession, env: Any, policy: Any, max_steps: int,
-                     device: torch.device) -> tuple[GroupedRollout, int, int]:
+def _grouped_rollout(
+    config: GRPOConfig, session: TrainingSession, env: Any, policy: Any, max_steps: int, device: torch.device
+) -> tuple[GroupedRollout, int, int]:
     """One batch of P groups; with dynamic sampling, groups without signal are replaced by fresh ones."""
 
     def sample() -> GroupedRollout:
@@ -232,16 +241,28 @@ def _advantages(config: GRPOConfig, rollout: GroupedRollout) -> tuple[torch.Tens
         per_step = F.broadcast_group(episode_advantages, mask)
     else:
         step_rewards = torch.as_tensor(rollout.rewards, dtype=torch.float32).reshape(num_groups, group_size, -1)
-        per_step = F.process_advantages(step_rewards, mask.reshape(num_groups, group_size, -1),
-                                        config.advantage_eps).reshape(num_groups * group_size, -1)
-    logged = {"train/reward_std": metrics["reward_std"], "train/frac_reward_zero_std": metrics["frac_reward_zero_std"],
-              "train/reward_mean": metrics["reward_mean"]}
+        per_step = F.process_advantages(
+            step_rewards, mask.reshape(num_groups, group_size, -1), config.advantage_eps
+        ).reshape(num_groups * group_size, -1)
+    logged = {
+        "train/reward_std": metrics["reward_std"],
+        "train/frac_reward_zero_std": metrics["frac_reward_zero_std"],
+        "train/reward_mean": metrics["reward_mean"],
+    }
     return per_step, logged
 
 
-def _update(config: GRPOConfig, policy: Any, reference: Any, optimizer: torch.optim.Optimizer,
-            rollout: GroupedRollout, advantages: torch.Tensor, max_steps: int, observation_space: Any,
-            device: torch.device) -> dict[str, float]:
+def _update(
+    config: GRPOConfig,
+    policy: Any,
+    reference: Any,
+    optimizer: torch.optim.Optimizer,
+    rollout: GroupedRollout,
+    advantages: torch.Tensor,
+    max_steps: int,
+    observation_space: Any,
+    device: torch.device,
+) -> dict[str, float]:
     """Clipped-surrogate epochs over minibatches of episodes; returns the mean of each train/* metric."""
     num_episodes, length = rollout.mask.shape
     mask = torch.as_tensor(rollout.mask, device=device)
@@ -260,8 +281,12 @@ def _update(config: GRPOConfig, policy: Any, reference: Any, optimizer: torch.op
                 continue
             members_np, steps_np, episodes_np = members.numpy(), steps.cpu().numpy(), episodes.cpu().numpy()
 
-            def to_grid(values: torch.Tensor, members: torch.Tensor = members, episodes: torch.Tensor = episodes,
-                        steps: torch.Tensor = steps) -> torch.Tensor:
+            def to_grid(
+                values: torch.Tensor,
+                members: torch.Tensor = members,
+                episodes: torch.Tensor = episodes,
+                steps: torch.Tensor = steps,
+            ) -> torch.Tensor:
                 grid = torch.zeros(len(members), length, device=device, dtype=values.dtype)
                 grid[episodes, steps] = values
                 return grid
@@ -269,8 +294,9 @@ def _update(config: GRPOConfig, policy: Any, reference: Any, optimizer: torch.op
             if hasattr(policy, "evaluate_episodes"):
                 # sequence policies (the token transformer) score whole episodes in one masked forward, from the
                 # first observation (the prompt) and the actions (the generated tokens)
-                mb_first = obs_to_tensor(index_observations(rollout.observations, (0, members_np)),
-                                         observation_space, device)
+                mb_first = obs_to_tensor(
+                    index_observations(rollout.observations, (0, members_np)), observation_space, device
+                )
                 mb_sequences = torch.as_tensor(rollout.actions[:, members_np].T, device=device)
                 evaluation = policy.evaluate_episodes(mb_first, mb_sequences, mb_mask)
                 log_prob = torch.where(mb_mask, evaluation["log_prob"], 0.0)
@@ -278,14 +304,17 @@ def _update(config: GRPOConfig, policy: Any, reference: Any, optimizer: torch.op
                 mb_observations, mb_actions = mb_first, mb_sequences
             else:
                 mb_observations = obs_to_tensor(
-                    index_observations(rollout.observations, (steps_np, members_np[episodes_np])), observation_space,
-                    device)
+                    index_observations(rollout.observations, (steps_np, members_np[episodes_np])),
+                    observation_space,
+                    device,
+                )
                 mb_actions = torch.as_tensor(rollout.actions[steps_np, members_np[episodes_np]], device=device)
                 evaluation = policy.evaluate_actions(mb_observations, mb_actions)
                 log_prob = to_grid(evaluation["log_prob"])
                 entropy = to_grid(evaluation["entropy"])
             per_step, clip_metrics = F.clipped_surrogate(
-                log_prob, old_log_probs[members], advantages[members], config.clip_coef, config.clip_coef_high)
+                log_prob, old_log_probs[members], advantages[members], config.clip_coef, config.clip_coef_high
+            )
             loss_terms = per_step
             kl_value = torch.zeros((), device=device)
             if reference is not None:
@@ -304,7 +333,8 @@ def _update(config: GRPOConfig, policy: Any, reference: Any, optimizer: torch.op
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     "GRPO loss became non-finite; lower learning_rate, check the env's rewards for NaN, "
-                    "or raise advantage_eps")
+                    "or raise advantage_eps"
+                )
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from agents import PolicySpec, make_policy, obs_to_tensor
+from agents import obs_to_tensor
 from rlopt import functional as F
-from rlopt.config import ConfigError, RunConfig, check_choice, check_range, option
+from rlopt.config import ConfigError, PolicyOptions, RunConfig, check_choice, check_range, option
 from rlopt.logger import mean_or_nan
 from rlopt.rollout import StepCollector, StepRollout, index_observations
-from rlopt.session import TrainingSession, policy_from_checkpoint
+from rlopt.session import TrainingSession, build_policy
 from rlopt.vector import make_vector_env
 
 
 @dataclass
-class PPOConfig(RunConfig):
+class PPOConfig(PolicyOptions, RunConfig):
     """Every PPO hyperparameter; each becomes a ``rlopt train --algo ppo`` option."""
 
     num_envs: int = option(16, "Parallel environments.")
@@ -49,13 +49,7 @@ class PPOConfig(RunConfig):
     vf_coef: float = option(0.5, "Value loss coefficient.")
     max_grad_norm: float = option(0.5, "Gradient-norm clipping threshold.")
     target_kl: float | None = option(None, "Stop the epoch loop when approx KL exceeds this (None = never).")
-    hidden_sizes: tuple[int, ...] = option((64, 64), "Hidden layer sizes of the actor and critic networks.")
-    activation: str = option("tanh", "Activation of the networks.", ("tanh", "relu", "gelu"))
     shared_trunk: bool = option(False, "Actor and critic share one feature trunk.")
-    num_experts: int = option(0, "Mixture-of-Experts experts in the trunk (0 = dense MLP).")
-    top_k: int = option(2, "Mixture-of-Experts experts per input.")
-    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
-    init: str | None = option(None, "Start from this checkpoint's policy weights.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,16 +69,11 @@ class PPOConfig(RunConfig):
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
         if self.target_kl is not None:
             check_range("target_kl", self.target_kl, 0.0, low_open=True)
-        check_range("num_experts", self.num_experts, 0)
 
     @property
     def batch_size(self) -> int:
         """Steps per rollout: num_envs x num_steps."""
         return self.num_envs * self.num_steps
-
-    def policy_spec(self) -> PolicySpec:
-        return PolicySpec(hidden_sizes=tuple(self.hidden_sizes), activation=self.activation, value_head=True,
-                          shared_trunk=self.shared_trunk, num_experts=self.num_experts, top_k=self.top_k)
 
 
 def train(config: PPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -100,11 +89,10 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
     # --- setup ---
     device = session.device
     env = make_vector_env(config.env_id, config.num_envs, AutoresetMode.SAME_STEP, config.env_kwargs)
-    spec = config.policy_spec()
-    policy = make_policy(spec, env.single_observation_space, env.single_action_space).to(device)
-    if config.init:
-        initial, _ = policy_from_checkpoint(config.init, env.single_observation_space, env.single_action_space)
-        policy.load_state_dict(initial.state_dict(), strict=False)
+    policy, spec = build_policy(
+        config, env.single_observation_space, env.single_action_space, value_head=True, shared_trunk=config.shared_trunk
+    )
+    policy = policy.to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
     if session.resume:
         session.restore(policy, optimizer)
@@ -129,8 +117,9 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
             advantages, returns = _gae(config, rollout)
 
             # --- update epochs ---
-            train_metrics = _update(config, policy, optimizer, rollout, advantages, returns,
-                                    env.single_observation_space, device)
+            train_metrics = _update(
+                config, policy, optimizer, rollout, advantages, returns, env.single_observation_space, device
+            )
 
             # --- log ---
             recent_returns = (recent_returns + rollout.episode_returns)[-100:]
@@ -175,9 +164,16 @@ def _gae(config: PPOConfig, rollout: StepRollout) -> tuple[torch.Tensor, torch.T
     )
 
 
-def _update(config: PPOConfig, policy: Any, optimizer: torch.optim.Optimizer, rollout: StepRollout,
-            advantages: torch.Tensor, returns: torch.Tensor, observation_space: Any,
-            device: torch.device) -> dict[str, float]:
+def _update(
+    config: PPOConfig,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    rollout: StepRollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    observation_space: Any,
+    device: torch.device,
+) -> dict[str, float]:
     num_steps, num_envs = rollout.rewards.shape
     batch = num_steps * num_envs
     # flatten (T, N) -> B
@@ -192,21 +188,29 @@ def _update(config: PPOConfig, policy: Any, optimizer: torch.optim.Optimizer, ro
         order = torch.randperm(batch)
         for mb_indices in torch.tensor_split(order, config.num_minibatches):
             mb = mb_indices.numpy()
-            mb_observations = obs_to_tensor(index_observations(rollout.observations, (b_steps[mb], b_envs[mb])),
-                                            observation_space, device)
+            mb_observations = obs_to_tensor(
+                index_observations(rollout.observations, (b_steps[mb], b_envs[mb])), observation_space, device
+            )
             mb_actions = torch.as_tensor(rollout.actions[b_steps[mb], b_envs[mb]], device=device)
             evaluation = policy.evaluate_actions(mb_observations, mb_actions)
             mb_advantages = b_advantages[mb_indices]
             if config.norm_adv and len(mb) > 1:
                 mb_advantages = F.normalize(mb_advantages)
             per_step, clip_metrics = F.clipped_surrogate(
-                evaluation["log_prob"], b_old_log_probs[mb_indices], mb_advantages, config.clip_coef)
+                evaluation["log_prob"], b_old_log_probs[mb_indices], mb_advantages, config.clip_coef
+            )
             policy_loss = per_step.mean()
-            value_loss = F.value_loss(evaluation["value"], b_values[mb_indices], b_returns[mb_indices],
-                                      config.clip_coef if config.clip_vloss else None).mean()
+            value_loss = F.value_loss(
+                evaluation["value"],
+                b_values[mb_indices],
+                b_returns[mb_indices],
+                config.clip_coef if config.clip_vloss else None,
+            ).mean()
             entropy = evaluation["entropy"].mean()
             aux_loss = evaluation.get("aux_loss", torch.zeros((), device=device))
-            loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+            loss = (
+                policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+            )
             if not torch.isfinite(loss):
                 raise FloatingPointError("PPO loss became non-finite; lower learning_rate or check the env's rewards")
             optimizer.zero_grad(set_to_none=True)
@@ -236,5 +240,5 @@ def _update(config: PPOConfig, policy: Any, optimizer: torch.optim.Optimizer, ro
     metrics = {key: float(np.mean(values)) for key, values in totals.items()}
     metrics["train/explained_variance"] = F.explained_variance(b_values.cpu(), b_returns.cpu())
     if hasattr(policy, "log_std"):
-        metrics["train/std"] = float(policy.log_std.exp().mean())
+        metrics["train/std"] = float(policy.log_std.detach().exp().mean())
     return metrics

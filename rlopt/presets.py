@@ -11,28 +11,108 @@ from typing import Any
 
 PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "grpo": [
-        ("rlopt/GridGame-Empty-*", {"num_prompts": 16, "group_size": 8, "learning_rate": 1e-3, "update_epochs": 4,
-                                    "num_minibatches": 4, "total_steps": 100_000}),
+        (
+            "rlopt/GridGame-Empty-*",
+            {
+                "num_prompts": 16,
+                "group_size": 8,
+                "learning_rate": 1e-3,
+                "update_epochs": 4,
+                "num_minibatches": 4,
+                "total_steps": 100_000,
+            },
+        ),
         # long episodes (up to 250 steps on DoorKey-5x5): fewer episodes per batch buy more updates per env step
-        ("rlopt/GridGame-*", {"num_prompts": 8, "group_size": 8, "learning_rate": 2e-3, "update_epochs": 8,
-                              "num_minibatches": 4, "total_steps": 200_000}),
-        ("rlopt/ArmReach*", {"num_prompts": 32, "group_size": 8, "learning_rate": 3e-4, "update_epochs": 4,
-                             "num_minibatches": 4, "hidden_sizes": (64, 64), "total_steps": 500_000}),
-        ("rlopt/MathReasoning-*", {"num_prompts": 32, "group_size": 8, "learning_rate": 1e-3, "update_epochs": 2,
-                                   "num_minibatches": 2, "hidden_sizes": (128, 128), "total_steps": 300_000}),
-        ("CartPole-*", {"num_prompts": 8, "group_size": 8, "learning_rate": 1e-3, "update_epochs": 4,
-                        "num_minibatches": 4, "total_steps": 300_000}),
+        (
+            "rlopt/GridGame-*",
+            {
+                "num_prompts": 8,
+                "group_size": 8,
+                "learning_rate": 2e-3,
+                "update_epochs": 8,
+                "num_minibatches": 4,
+                "total_steps": 200_000,
+            },
+        ),
+        (
+            "rlopt/ArmReach*",
+            {
+                "num_prompts": 32,
+                "group_size": 8,
+                "learning_rate": 3e-4,
+                "update_epochs": 4,
+                "num_minibatches": 4,
+                "hidden_sizes": (64, 64),
+                "total_steps": 500_000,
+            },
+        ),
+        (
+            "rlopt/MathReasoning-*",
+            {
+                "num_prompts": 32,
+                "group_size": 8,
+                "learning_rate": 1e-3,
+                "update_epochs": 2,
+                "num_minibatches": 2,
+                "hidden_sizes": (128, 128),
+                "total_steps": 300_000,
+            },
+        ),
+        (
+            "CartPole-*",
+            {
+                "num_prompts": 8,
+                "group_size": 8,
+                "learning_rate": 1e-3,
+                "update_epochs": 4,
+                "num_minibatches": 4,
+                "total_steps": 300_000,
+            },
+        ),
     ],
     "ppo": [
-        ("rlopt/GridGame-*", {"num_envs": 16, "num_steps": 128, "learning_rate": 5e-4, "ent_coef": 0.01,
-                              "gamma": 0.99, "gae_lambda": 0.95, "total_steps": 300_000}),
-        ("rlopt/ArmReach*", {"num_envs": 16, "num_steps": 256, "learning_rate": 3e-4, "gamma": 0.99,
-                             "total_steps": 500_000}),
-        ("rlopt/MathReasoning-*", {"num_envs": 32, "num_steps": 64, "learning_rate": 5e-4, "gamma": 1.0,
-                                   "gae_lambda": 1.0, "ent_coef": 0.01, "hidden_sizes": (128, 128),
-                                   "total_steps": 300_000}),
-        ("CartPole-*", {"num_envs": 8, "num_steps": 32, "learning_rate": 1e-3, "gamma": 0.98, "gae_lambda": 0.8,
-                        "update_epochs": 20, "num_minibatches": 1, "total_steps": 100_000}),
+        (
+            "rlopt/GridGame-*",
+            {
+                "num_envs": 16,
+                "num_steps": 128,
+                "learning_rate": 5e-4,
+                "ent_coef": 0.01,
+                "gamma": 0.99,
+                "gae_lambda": 0.95,
+                "total_steps": 300_000,
+            },
+        ),
+        (
+            "rlopt/ArmReach*",
+            {"num_envs": 16, "num_steps": 256, "learning_rate": 3e-4, "gamma": 0.99, "total_steps": 500_000},
+        ),
+        (
+            "rlopt/MathReasoning-*",
+            {
+                "num_envs": 32,
+                "num_steps": 64,
+                "learning_rate": 5e-4,
+                "gamma": 1.0,
+                "gae_lambda": 1.0,
+                "ent_coef": 0.01,
+                "hidden_sizes": (128, 128),
+                "total_steps": 300_000,
+            },
+        ),
+        (
+            "CartPole-*",
+            {
+                "num_envs": 8,
+                "num_steps": 32,
+                "learning_rate": 1e-3,
+                "gamma": 0.98,
+                "gae_lambda": 0.8,
+                "update_epochs": 20,
+                "num_minibatches": 1,
+                "total_steps": 100_000,
+            },
+        ),
     ],
 }
 

@@ -197,7 +197,8 @@ def collect_groups(
                 sampled, sampled_log_probs = policy.act(observation_tensor, deterministic=deterministic)
             else:
                 sampled, sampled_log_probs, state = policy.act_with_state(
-                    observation_tensor, state, torch.as_tensor(indices, device=device), deterministic=deterministic)
+                    observation_tensor, state, torch.as_tensor(indices, device=device), deterministic=deterministic
+                )
         sampled_np = sampled.cpu().numpy()
         step_actions = step_actions.astype(sampled_np.dtype, copy=False)
         step_actions[indices] = sampled_np

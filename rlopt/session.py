@@ -4,6 +4,7 @@ progress output, resuming and the final summary. GRPO and PPO each own their rol
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -40,8 +41,9 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def policy_from_checkpoint(path: str | Path, observation_space: Any = None, action_space: Any = None,
-                           device: torch.device | str = "cpu") -> tuple[ActorCritic, dict[str, Any]]:
+def policy_from_checkpoint(
+    path: str | Path, observation_space: Any = None, action_space: Any = None, device: torch.device | str = "cpu"
+) -> tuple[ActorCritic, dict[str, Any]]:
     """Rebuild a policy from a checkpoint (spaces default to those of the checkpoint's env)."""
     import gymnasium as gym
 
@@ -53,6 +55,30 @@ def policy_from_checkpoint(path: str | Path, observation_space: Any = None, acti
     policy = make_policy(PolicySpec.from_dict(state["policy_spec"]), observation_space, action_space)
     policy.load_state_dict(model_state)
     return policy.to(device), state
+
+
+def build_policy(
+    config: Any, observation_space: Any, action_space: Any, value_head: bool, shared_trunk: bool = False
+) -> tuple[ActorCritic, PolicySpec]:
+    """The policy a trainer starts from: built from the config's options, or, with ``config.init``, from that
+    checkpoint (its architecture wins; a critic is added or dropped as the algorithm needs)."""
+    if not config.init:
+        spec = config.policy_spec(value_head=value_head, shared_trunk=shared_trunk)
+        return make_policy(spec, observation_space, action_space), spec
+    initial, state = policy_from_checkpoint(config.init, observation_space, action_space)
+    spec = dataclasses.replace(
+        PolicySpec.from_dict(state["policy_spec"]), value_head=value_head, shared_trunk=shared_trunk and value_head
+    )
+    if spec.architecture == "transformer":
+        spec = dataclasses.replace(spec, temperature=config.temperature, top_p=config.top_p)
+    policy = make_policy(spec, observation_space, action_space)
+    # strict=False: a PPO critic in the checkpoint is dropped for GRPO, and a new critic starts fresh for PPO
+    missing, unexpected = policy.load_state_dict(initial.state_dict(), strict=False)
+    actor_missing = [name for name in missing if "value" not in name and "critic" not in name]
+    if actor_missing:
+        raise ConfigError(f"--init {config.init} does not fit this policy: missing weights {actor_missing[:5]}")
+    del unexpected
+    return policy, spec
 
 
 class TrainingSession:
@@ -77,8 +103,13 @@ class TrainingSession:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(
                 self.run_dir / CONFIG_FILE,
-                {"algo": algo, "env_id": config.env_id, "seed": config.seed, "config": config.to_dict(),
-                 "versions": versions()},
+                {
+                    "algo": algo,
+                    "env_id": config.env_id,
+                    "seed": config.seed,
+                    "config": config.to_dict(),
+                    "versions": versions(),
+                },
             )
         self.logger: RunLogger | None = None
         self.evaluator = Evaluator(config.env_id, config.eval_episodes, config.env_kwargs, device=self.device)
@@ -108,8 +139,14 @@ class TrainingSession:
                 {"eval/mean_reward": 0.0, "eval/success_rate": 0.0},
             )
         if self.config.progress:
-            self.progress = tqdm(total=self.config.total_steps, initial=self.env_steps, unit="step",
-                                 desc=f"{self.algo} {self.config.env_id}", dynamic_ncols=True, leave=False)
+            self.progress = tqdm(
+                total=self.config.total_steps,
+                initial=self.env_steps,
+                unit="step",
+                desc=f"{self.algo} {self.config.env_id}",
+                dynamic_ncols=True,
+                leave=False,
+            )
 
     # --- per iteration ---
 
@@ -141,23 +178,45 @@ class TrainingSession:
         self.log(result.metrics())
         return result
 
-    def maybe_checkpoint(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any],
-                         spec: PolicySpec, force: bool = False) -> Path | None:
+    def maybe_checkpoint(
+        self,
+        policy: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        extra: dict[str, Any],
+        spec: PolicySpec,
+        force: bool = False,
+    ) -> Path | None:
         interval = self.config.checkpoint_every or self.config.evaluation_interval
         if not force and self.env_steps - self.last_checkpoint_step < interval:
             return None
         self.last_checkpoint_step = self.env_steps
         return save_checkpoint(
-            self.run_dir, self.env_steps, policy, optimizer,
-            {"algo": self.algo, "env_id": self.config.env_id, "config": self.config.to_dict(),
-             "policy_spec": spec.to_dict(), "iteration": self.iteration, "elapsed_seconds": self.elapsed,
-             "numpy_rng": self.numpy_rng.bit_generator.state, "obs_normalization": None, "extra": extra},
+            self.run_dir,
+            self.env_steps,
+            policy,
+            optimizer,
+            {
+                "algo": self.algo,
+                "env_id": self.config.env_id,
+                "config": self.config.to_dict(),
+                "policy_spec": spec.to_dict(),
+                "iteration": self.iteration,
+                "elapsed_seconds": self.elapsed,
+                "numpy_rng": self.numpy_rng.bit_generator.state,
+                "obs_normalization": None,
+                "extra": extra,
+            },
         )
 
     # --- the end ---
 
-    def finish(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, spec: PolicySpec,
-               hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    def finish(
+        self,
+        policy: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        spec: PolicySpec,
+        hyperparameters: dict[str, Any],
+    ) -> dict[str, Any]:
         """Final evaluation, last checkpoint, ``summary.json``; returns the summary."""
         result = self.maybe_evaluate(policy, force=True)
         assert result is not None
@@ -208,6 +267,8 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a run folder, with an error saying what a run folder is when it is not one."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
-        raise ConfigError(f"{run_dir} is not an rlopt run folder (no {CONFIG_FILE}); pass the folder that "
-                          "`rlopt train` created, e.g. runs/<env>__<algo>__<seed>__<time>")
+        raise ConfigError(
+            f"{run_dir} is not an rlopt run folder (no {CONFIG_FILE}); pass the folder that "
+            "`rlopt train` created, e.g. runs/<env>__<algo>__<seed>__<time>"
+        )
     return read_json(path)

@@ -62,22 +62,24 @@ class FrozenSyncVectorEnv(gym.vector.VectorEnv):
     observation and keep their ``terminated``/``truncated`` flags, like rlopt's batched envs.
     """
 
-    def __init__(self, envs: list[gym.Env]) -> None:
-        self.envs = envs
-        self.num_envs = len(envs)
-        self.single_observation_space = envs[0].observation_space
-        self.single_action_space = envs[0].action_space
+    def __init__(self, sub_envs: list[gym.Env]) -> None:
+        self.envs = sub_envs
+        self.num_envs = len(sub_envs)
+        self.single_observation_space = sub_envs[0].observation_space
+        self.single_action_space = sub_envs[0].action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
-        self.metadata = {**envs[0].metadata, "autoreset_mode": AutoresetMode.DISABLED}
+        self.metadata = {**sub_envs[0].metadata, "autoreset_mode": AutoresetMode.DISABLED}
         self._observations = [None] * self.num_envs
         self._terminated = np.zeros(self.num_envs, dtype=bool)
         self._truncated = np.zeros(self.num_envs, dtype=bool)
 
     def _batch(self) -> Any:
         return gym.vector.utils.concatenate(
-            self.single_observation_space, self._observations,
-            gym.vector.utils.create_empty_array(self.single_observation_space, self.num_envs))
+            self.single_observation_space,
+            self._observations,
+            gym.vector.utils.create_empty_array(self.single_observation_space, self.num_envs),
+        )
 
     def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         options = dict(options or {})

@@ -30,8 +30,10 @@ ACTION_BANK = 64
 def _random_actions(space: gym.Space, num_envs: int, rng: np.random.Generator) -> list[np.ndarray]:
     if isinstance(space, gym.spaces.Discrete):
         return [rng.integers(0, space.n, size=num_envs) for _ in range(ACTION_BANK)]
-    return [rng.uniform(space.low, space.high, size=(num_envs, *space.shape)).astype(space.dtype)
-            for _ in range(ACTION_BANK)]
+    return [
+        rng.uniform(space.low, space.high, size=(num_envs, *space.shape)).astype(space.dtype)
+        for _ in range(ACTION_BANK)
+    ]
 
 
 def bench_vector(env_id: str, num_envs: int, seconds: float) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from rlopt.grpo import GRPOConfig
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("envs", "train", "eval", "compare", "demo"):
+    for command in ("envs", "train", "eval", "sft", "compare", "demo"):
         assert command in out
 
 
@@ -41,9 +41,30 @@ def test_envs_lists_every_id(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_train_then_eval_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--algo", "grpo", "--env", "rlopt/GridGame-Empty-5x5-v0", "--total-steps", "800",
-                 "--num-prompts", "4", "--group-size", "4", "--eval-episodes", "4", "--logdir", str(tmp_path),
-                 "--run-name", "cli", "--no-progress", "--hidden-sizes", "32,32"])
+    code = main(
+        [
+            "train",
+            "--algo",
+            "grpo",
+            "--env",
+            "rlopt/GridGame-Empty-5x5-v0",
+            "--total-steps",
+            "800",
+            "--num-prompts",
+            "4",
+            "--group-size",
+            "4",
+            "--eval-episodes",
+            "4",
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            "cli",
+            "--no-progress",
+            "--hidden-sizes",
+            "32,32",
+        ]
+    )
     assert code == 0
     assert "eval/mean_reward" in capsys.readouterr().out
     config = json.loads((tmp_path / "cli" / "config.json").read_text())
@@ -53,8 +74,7 @@ def test_train_then_eval_from_the_command_line(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_bad_values_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--env", "rlopt/GridGame-Empty-5x5-v0", "--group-size", "1", "--logdir",
-                 str(tmp_path)]) == 2
+    assert main(["train", "--env", "rlopt/GridGame-Empty-5x5-v0", "--group-size", "1", "--logdir", str(tmp_path)]) == 2
     assert "group_size=1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--loss-type", "nonsense"])

@@ -54,7 +54,7 @@ def test_same_seed_same_trajectory_and_different_seeds_differ(env_id: str) -> No
     actions = _actions(env_id, STEPS)
     first = _trajectory(gym.make(env_id), 7, actions)
     second = _trajectory(gym.make(env_id), 7, actions)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
         assert a[1:] == b[1:]
     if env_id in FIXED_START:
@@ -70,12 +70,18 @@ def test_single_env_and_vector_env_agree_step_for_step(env_id: str) -> None:
     batched_actions = _actions(env_id, STEPS, num_envs)
     observation, _ = vector.reset(seed=seeds)
     singles = [gym.make(env_id) for _ in range(num_envs)]
-    single_observations = [env.reset(seed=seed)[0] for env, seed in zip(singles, seeds)]
+    single_observations = [env.reset(seed=seed)[0] for env, seed in zip(singles, seeds, strict=True)]
     pending_reset = [False] * num_envs
     for actions in batched_actions:
         for i in range(num_envs):
-            np.testing.assert_allclose(_flatten({k: v[i] for k, v in observation.items()} if isinstance(
-                observation, dict) else observation[i]), _flatten(single_observations[i]), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                _flatten(
+                    {k: v[i] for k, v in observation.items()} if isinstance(observation, dict) else observation[i]
+                ),
+                _flatten(single_observations[i]),
+                rtol=1e-5,
+                atol=1e-6,
+            )
         observation, reward, terminated, truncated, _ = vector.step(actions)
         for i, env in enumerate(singles):
             if pending_reset[i]:  # NEXT_STEP: this step resets env i and ignores its action

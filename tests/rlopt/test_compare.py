@@ -235,7 +235,7 @@ def test_rerun_skips_finished_and_redoes_the_rest(fake_compare, capsys):
 
 def test_rerun_with_another_budget_is_refused(fake_compare):
     config, _, _ = fake_compare
-    with pytest.raises(ConfigError, match="another budget than total_steps=2000"):
+    with pytest.raises(ConfigError, match="another budget than this comparison"):
         run_compare(CompareConfig(**{**config.__dict__, "total_steps": 2000}), train_fn=fake_train)
 
 

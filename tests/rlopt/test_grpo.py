@@ -25,13 +25,21 @@ EMPTY = "rlopt/GridGame-Empty-5x5-v0"
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     accumulator = EventAccumulator(str(run_dir))
     accumulator.Reload()
-    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-            for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def _small(tmp_path: Path, **overrides) -> GRPOConfig:
-    values = dict(total_steps=3000, num_prompts=4, group_size=4, eval_episodes=4, logdir=str(tmp_path),
-                  progress=False, run_name="run")
+    values = dict(
+        total_steps=3000,
+        num_prompts=4,
+        group_size=4,
+        eval_episodes=4,
+        logdir=str(tmp_path),
+        progress=False,
+        run_name="run",
+    )
     values.update(overrides)
     return api.make_config("grpo", EMPTY, **values)
 
@@ -81,31 +89,53 @@ def test_invalid_configs_say_what_to_change(overrides: dict, message: str) -> No
 
 
 def test_grpo_learns_empty_grid_and_logs_everything(tmp_path: Path) -> None:
-    config = api.make_config("grpo", EMPTY, total_steps=20_000, logdir=str(tmp_path), run_name="learn",
-                             progress=False, eval_episodes=16)
+    config = api.make_config(
+        "grpo", EMPTY, total_steps=20_000, logdir=str(tmp_path), run_name="learn", progress=False, eval_episodes=16
+    )
     policy, summary = api.train(config)
     # A random policy succeeds on Empty-5x5 in about a third of the episodes within the 100-step budget.
     assert summary["eval/success_rate"] >= 0.9, summary
     assert summary["eval/mean_reward"] > 0.8
     run = tmp_path / "learn"
     saved = json.loads((run / "summary.json").read_text())
-    for key in ("env_steps", "wall_clock_seconds", "steps_per_second", "num_parameters", "eval/mean_reward",
-                "eval/success_rate"):
+    for key in (
+        "env_steps",
+        "wall_clock_seconds",
+        "steps_per_second",
+        "num_parameters",
+        "eval/mean_reward",
+        "eval/success_rate",
+    ):
         assert key in saved
     assert saved["num_parameters"] == sum(p.numel() for p in policy.parameters())
     assert not any("value" in name or "critic" in name for name, _ in policy.named_parameters())
     scalars = _scalars(run)
-    for tag in ("rollout/ep_rew_mean", "rollout/ep_len_mean", "rollout/success_rate", "time/fps", "train/approx_kl",
-                "train/clip_fraction", "train/entropy_loss", "train/policy_gradient_loss", "train/learning_rate",
-                "train/kl_ref", "train/reward_std", "train/frac_reward_zero_std", "train/clip_ratio_low",
-                "train/clip_ratio_high", "eval/mean_reward", "eval/success_rate", "rewards/goal"):
+    for tag in (
+        "rollout/ep_rew_mean",
+        "rollout/ep_len_mean",
+        "rollout/success_rate",
+        "time/fps",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/entropy_loss",
+        "train/policy_gradient_loss",
+        "train/learning_rate",
+        "train/kl_ref",
+        "train/reward_std",
+        "train/frac_reward_zero_std",
+        "train/clip_ratio_low",
+        "train/clip_ratio_high",
+        "eval/mean_reward",
+        "eval/success_rate",
+        "rewards/goal",
+    ):
         assert tag in scalars, f"missing TensorBoard tag {tag}"
         assert all(np.isfinite(value) for _, value in scalars[tag])
     steps = [step for step, _ in scalars["rollout/ep_rew_mean"]]
     assert steps == sorted(steps) and steps[-1] == summary["env_steps"], "x-axis is env steps"
     # the checkpoint round-trips: same weights, same greedy actions
     loaded = api.load_policy(run)
-    for (name, a), (_, b) in zip(policy.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(policy.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a.cpu(), b), name
     result = api.evaluate(run, episodes=16)
     assert result["eval/success_rate"] == pytest.approx(summary["eval/success_rate"])
@@ -134,8 +164,17 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_dynamic_sampling_and_variants_run(tmp_path: Path) -> None:
-    config = _small(tmp_path, dynamic_sampling=True, loss_type="dr_grpo", scale_rewards="none", kl_coef=0.05,
-                    ref_reset_every=2, clip_coef_high=0.28, advantage="process", lr_schedule="linear")
+    config = _small(
+        tmp_path,
+        dynamic_sampling=True,
+        loss_type="dr_grpo",
+        scale_rewards="none",
+        kl_coef=0.05,
+        ref_reset_every=2,
+        clip_coef_high=0.28,
+        advantage="process",
+        lr_schedule="linear",
+    )
     _, summary = api.train(config)
     scalars = _scalars(tmp_path / "run")
     assert "train/dropped_groups" in scalars

@@ -1,0 +1,720 @@
+"""A small causal (GPT-style, pre-LayerNorm) transformer over token observations, with a KV cache for rollouts.
+
+References: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (GPT-2: pre-LN blocks,
+learned positions, residual projections initialised with std ``0.02 / sqrt(2 * layers)``); Holtzman et al. 2020,
+"The Curious Case of Neural Text Degeneration" (nucleus / top-p sampling).
+
+Observations are token buffers ``Box(0, V-1, (L,), int)``: the prompt, then the tokens generated so far, then PAD
+(0). Rows are left-aligned, so a row's next position is its count of non-PAD tokens and a plain causal mask is
+enough for a batch of prompts of different lengths: position ``i`` only ever sees columns ``0..i``, all real tokens.
+
+:class:`TransformerPolicy` is the policy (same public methods as :class:`agents.policy.ActorCritic`) plus the
+hooks the trainers use for sequence policies:
+
+* ``initial_state`` / ``act_with_state``: incremental decoding. The first call for a row prefills its cache from
+  the observation; later calls feed only the newest token and attend over the cached keys and values.
+* ``evaluate_episodes``: one masked full-sequence forward that scores every generated token of a batch of episodes.
+
+Where this departs from GPT-2:
+1. The output layer is a separate ``policy_head`` over the action space (not tied to the token embedding), and a
+   value head (PPO) reads the hidden state of the last token.
+2. ``temperature`` and ``top_p`` are part of the policy: every log-probability it reports, sampled or evaluated,
+   is of the tempered, nucleus-renormalised distribution, so importance ratios start at exactly 1. When an action
+   is evaluated, it is kept in the support even if it fell out of the nucleus since it was sampled (its
+   log-probability stays finite and differentiable). Greedy decoding is the argmax of the raw logits.
+3. With ``num_experts > 0`` every feed-forward block is a :class:`agents.moe.MoEFeedForward`, routed over the real
+   (non-PAD) tokens only; the auxiliary loss and expert load are averaged over layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from agents.encoders import box_kind, obs_to_tensor
+from agents.moe import MoEFeedForward
+from agents.policy import PolicySpec, _add_batch_axis, _is_single
+
+__all__ = [
+    "PAD",
+    "KVCache",
+    "TokenTransformer",
+    "TransformerConfig",
+    "TransformerOutput",
+    "TransformerPolicy",
+    "sampling_log_probs",
+    "token_lengths",
+]
+
+#: the padding token: it fills observation buffers after the last real token
+PAD = 0
+# GPT-2's initialisation scale for every linear and embedding weight.
+INIT_STD = 0.02
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a :class:`TokenTransformer`.
+
+    Attributes:
+        vocab_size: ``V``, token ids ``0..V-1`` (PAD = 0 included).
+        context_length: ``C``, the most positions a sequence may have.
+        num_layers: transformer blocks.
+        num_heads: attention heads; must divide ``model_dim``.
+        model_dim: ``D``, width of the residual stream.
+        dropout: dropout on attention weights and residual branches (0 for RL: log-probabilities must be exact).
+        ffn_multiplier: hidden width of each feed-forward block is ``ffn_multiplier * D``.
+        num_experts: 0 for dense feed-forward blocks, ``E > 0`` for Mixture-of-Experts blocks.
+        top_k: experts per token when ``num_experts > 0``.
+    """
+
+    vocab_size: int
+    context_length: int
+    num_layers: int = 2
+    num_heads: int = 4
+    model_dim: int = 128
+    dropout: float = 0.0
+    ffn_multiplier: int = 4
+    num_experts: int = 0
+    top_k: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "num_layers", "num_heads", "model_dim", "ffn_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"TransformerConfig.{name}={value!r} must be a positive int")
+        if self.model_dim % self.num_heads:
+            raise ValueError(
+                f"TransformerConfig.model_dim={self.model_dim} is not divisible by num_heads={self.num_heads}; "
+                "choose model_dim as a multiple of num_heads"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TransformerConfig.dropout={self.dropout!r} must be in [0, 1)")
+        if self.num_experts < 0 or (self.num_experts and not 1 <= self.top_k <= self.num_experts):
+            raise ValueError(
+                f"TransformerConfig num_experts={self.num_experts}, top_k={self.top_k}: need num_experts >= 0 and "
+                "1 <= top_k <= num_experts when num_experts > 0"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+
+class TransformerOutput(NamedTuple):
+    """What a full forward returns.
+
+    Attributes:
+        hidden: ``(B, S, D)`` final hidden states (after the last LayerNorm).
+        aux_loss: scalar MoE load-balancing loss averaged over layers (0 for dense blocks).
+        expert_load: ``(E,)`` fraction of routing assignments per expert averaged over layers, None if dense.
+        keys, values: per layer ``(B, H, S, D / H)`` when asked for (to fill a :class:`KVCache`), else None.
+    """
+
+    hidden: Tensor
+    aux_loss: Tensor
+    expert_load: Tensor | None
+    keys: list[Tensor] | None
+    values: list[Tensor] | None
+
+
+@dataclass
+class KVCache:
+    """Keys and values of ``N`` sequences, per layer ``(N, H, C, D / H)``, and how many positions each holds.
+
+    ``length[n] == 0`` means row ``n`` has not been prefilled yet. Entries at positions ``>= length[n]`` are stale
+    and never attended to.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    length: Tensor  # (N,) int64
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.length.shape[0])
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+def token_lengths(tokens: Tensor) -> Tensor:
+    """Number of real (non-PAD) tokens per row ``(B,)`` of left-aligned token rows ``(B, L)``.
+
+    Raises:
+        ValueError: a row with no token at all, or with a PAD before a real token (rows must be left-aligned).
+    """
+    real = tokens != PAD
+    lengths = real.sum(dim=1)
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    aligned = real == (positions < lengths[:, None])
+    if not bool(aligned.all()):
+        row = int(torch.nonzero(~aligned.all(dim=1))[0, 0])
+        raise ValueError(
+            f"token row {row} has PAD (0) before a real token: {tokens[row].tolist()}; rows must be left-aligned "
+            "(prompt, generated tokens, then PAD only)"
+        )
+    if tokens.shape[0] and int(lengths.min()) < 1:
+        row = int(torch.nonzero(lengths == 0)[0, 0])
+        raise ValueError(f"token row {row} is empty (all PAD); a transformer policy needs at least one prompt token")
+    return lengths
+
+
+def sampling_log_probs(
+    logits: Tensor, temperature: float = 1.0, top_p: float = 1.0, keep: Tensor | None = None
+) -> Tensor:
+    """Log-probabilities ``(..., A)`` of the tempered, nucleus-truncated distribution over ``logits`` ``(..., A)``.
+
+    The nucleus is the smallest set of most likely tokens whose probability (after temperature) reaches ``top_p``;
+    tokens outside it get ``-inf``. ``keep`` ``(...)`` names one token per row that stays in the support anyway
+    (an action being evaluated), so its log-probability is finite.
+    """
+    scaled = logits / temperature if temperature != 1.0 else logits
+    if top_p < 1.0:
+        with torch.no_grad():
+            sorted_logits, order = scaled.sort(dim=-1, descending=True)
+            sorted_probs = sorted_logits.softmax(dim=-1)
+            # drop a token when the tokens ranked above it already hold top_p of the mass (the top one never goes)
+            drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            if keep is not None:
+                drop.scatter_(-1, keep.long().unsqueeze(-1), False)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    return scaled.log_softmax(dim=-1)
+
+
+def _entropy(log_probs: Tensor) -> Tensor:
+    """Entropy ``(...)`` of distributions given as log-probabilities ``(..., A)`` (``-inf`` entries allowed)."""
+    probs = log_probs.exp()
+    return -torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs)).sum(dim=-1)
+
+
+# --- the network --------------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with a full-sequence path and a one-token cached path."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.qkv = nn.Linear(config.model_dim, 3 * config.model_dim)
+        self.proj = nn.Linear(config.model_dim, config.model_dim)
+        self.dropout = config.dropout
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(B, S, D)`` -> queries, keys, values ``(B, H, S, D / H)`` each."""
+        batch, length, _ = x.shape
+        qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return query, key, value
+
+    def _merge(self, x: Tensor) -> Tensor:
+        """``(B, H, S, D / H)`` -> projected ``(B, S, D)``."""
+        batch, _, length, _ = x.shape
+        return self.proj(x.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Full causal pass over ``(B, S, D)``; returns the output ``(B, S, D)`` and this layer's keys and values."""
+        query, key, value = self._heads(x)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, dropout_p=dropout)
+        return self._merge(out), key, value
+
+    def step(
+        self, x: Tensor, keys: Tensor, values: Tensor, rows: Tensor | None, positions: Tensor, width: int
+    ) -> Tensor:
+        """One new token per row: ``x`` ``(R, 1, D)`` at ``positions`` ``(R,)``; its key and value are written into
+        the cache ``keys`` / ``values`` ``(N, H, C, D / H)`` at rows ``rows`` (``None`` = all ``N`` rows, in order),
+        then it attends over the cached positions ``0..positions``. ``width`` is ``max(positions) + 1``."""
+        query, key, value = self._heads(x)
+        cache_rows = torch.arange(keys.shape[0], device=x.device) if rows is None else rows
+        keys[cache_rows, :, positions] = key[:, :, 0]
+        values[cache_rows, :, positions] = value[:, :, 0]
+        if rows is None:  # every row in order: views, no gather
+            past_keys, past_values = keys[:, :, :width], values[:, :, :width]
+        else:
+            past_keys, past_values = keys[rows, :, :width], values[rows, :, :width]
+        visible = torch.arange(width, device=x.device) <= positions[:, None]  # (R, W)
+        out = F.scaled_dot_product_attention(query, past_keys, past_values, attn_mask=visible[:, None, None, :])
+        return self._merge(out)
+
+
+class FeedForward(nn.Module):
+    """Position-wise ``Linear -> GELU -> Linear``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        hidden = config.ffn_multiplier * config.model_dim
+        self.fc = nn.Linear(config.model_dim, hidden)
+        self.proj = nn.Linear(hidden, config.model_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attention(LN(x))``, then ``x + feed_forward(LN(x))``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.model_dim)
+        self.attention = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.model_dim)
+        self.feed_forward: nn.Module
+        if config.num_experts:
+            hidden = config.ffn_multiplier * config.model_dim
+            self.feed_forward = MoEFeedForward(
+                config.model_dim, config.model_dim, hidden, config.num_experts, config.top_k, "gelu"
+            )
+        else:
+            self.feed_forward = FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def _feed_forward(self, x: Tensor, token_mask: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(B, S, D)`` -> ``(B, S, D)``, plus MoE aux loss and expert load (routed over ``token_mask`` only)."""
+        if not isinstance(self.feed_forward, MoEFeedForward):
+            return self.feed_forward(x), None, None
+        flat = x.reshape(-1, x.shape[-1])
+        if token_mask is None:
+            routed = self.feed_forward(flat)
+            return routed.output.view_as(x), routed.aux_loss, routed.expert_load
+        index = torch.nonzero(token_mask.reshape(-1)).squeeze(1)
+        routed = self.feed_forward(flat[index])
+        out = torch.zeros_like(flat).index_put((index,), routed.output)
+        return out.view_as(x), routed.aux_loss, routed.expert_load
+
+    def forward(
+        self, x: Tensor, token_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Full pass: ``(B, S, D)`` -> ``(x, keys, values, aux_loss, expert_load)``."""
+        attended, key, value = self.attention(self.ln_1(x))
+        x = x + self.dropout(attended)
+        fed, aux_loss, expert_load = self._feed_forward(self.ln_2(x), token_mask)
+        return x + self.dropout(fed), key, value, aux_loss, expert_load
+
+    def step(
+        self, x: Tensor, keys: Tensor, values: Tensor, rows: Tensor | None, positions: Tensor, width: int
+    ) -> Tensor:
+        """Cached pass for one new token per row, ``(R, 1, D)`` -> ``(R, 1, D)``."""
+        x = x + self.attention.step(self.ln_1(x), keys, values, rows, positions, width)
+        fed, _, _ = self._feed_forward(self.ln_2(x), None)
+        return x + fed
+
+
+class TokenTransformer(nn.Module):
+    """Token and position embeddings, ``num_layers`` pre-LN blocks and a final LayerNorm.
+
+    Maps token ids ``(B, S)`` to hidden states ``(B, S, D)``; the heads live in :class:`TransformerPolicy`.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.model_dim)
+        self.position_embedding = nn.Embedding(config.context_length, config.model_dim)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.model_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.apply(_init_weights)
+        for name, parameter in self.named_parameters():
+            if name.endswith("proj.weight"):  # the residual branches' last layers (GPT-2)
+                nn.init.normal_(parameter, std=INIT_STD / math.sqrt(2 * config.num_layers))
+
+    def empty_cache(self, num_rows: int, device: torch.device | str) -> KVCache:
+        """A zeroed :class:`KVCache` for ``num_rows`` sequences of up to ``context_length`` positions."""
+        config = self.config
+        dtype = self.token_embedding.weight.dtype
+        shape = (num_rows, config.num_heads, config.context_length, config.head_dim)
+        return KVCache(
+            keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+            values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+            length=torch.zeros(num_rows, device=device, dtype=torch.long),
+        )
+
+    def forward(
+        self, tokens: Tensor, token_mask: Tensor | None = None, return_cache: bool = False
+    ) -> TransformerOutput:
+        """Full causal pass.
+
+        Args:
+            tokens: ``(B, S)`` ids, ``S <= context_length``; row ``b`` holds its tokens at positions ``0..S-1``.
+            token_mask: ``(B, S)`` True at real tokens: MoE blocks route only those (ignored by dense blocks).
+            return_cache: also return every layer's keys and values (to prefill a :class:`KVCache`).
+        """
+        length = tokens.shape[1]
+        if length > self.config.context_length:
+            raise ValueError(
+                f"a sequence of {length} tokens exceeds the transformer's context_length="
+                f"{self.config.context_length}; build the policy with a larger context_length"
+            )
+        positions = torch.arange(length, device=tokens.device)
+        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        keys, values, aux_losses, loads = [], [], [], []
+        for block in self.blocks:
+            x, key, value, aux_loss, load = block(x, token_mask)
+            if return_cache:
+                keys.append(key)
+                values.append(value)
+            if aux_loss is not None:
+                aux_losses.append(aux_loss)
+                loads.append(load)
+        aux = torch.stack(aux_losses).mean() if aux_losses else torch.zeros((), device=x.device, dtype=x.dtype)
+        expert_load = torch.stack(loads).mean(dim=0) if loads else None
+        return TransformerOutput(
+            self.ln_f(x), aux, expert_load, keys if return_cache else None, values if return_cache else None
+        )
+
+    def step(self, tokens: Tensor, positions: Tensor, cache: KVCache, rows: Tensor | None, width: int) -> Tensor:
+        """One new token per row: ids ``(R,)`` at ``positions`` ``(R,)`` for cache rows ``rows`` (None = all, in
+        order). Writes their keys and values into ``cache`` and returns their hidden states ``(R, D)``."""
+        x = (self.token_embedding(tokens) + self.position_embedding(positions))[:, None, :]
+        for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
+            x = block.step(x, keys, values, rows, positions, width)
+        return self.ln_f(x)[:, 0]
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=INIT_STD)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# --- the policy ---------------------------------------------------------------------------------------------------
+
+
+class TransformerPolicy(nn.Module):
+    """Causal transformer policy over token observations (``PolicySpec(architecture="transformer")``).
+
+    Args:
+        spec: the architecture (``num_layers``, ``num_heads``, ``model_dim``, ``context_length``, ``temperature``,
+            ``top_p``, ``value_head``, ``shared_trunk``, ``num_experts``, ``top_k``; the MLP / conv fields
+            ``hidden_sizes``, ``activation``, ``embedding_dim``, ``conv_channels``, ``orthogonal_init`` and
+            ``log_std_init`` do not apply).
+        observation_space: ``Box(0, V-1, (L,), integer)`` token buffers.
+        action_space: ``Discrete(A)`` with ``start=0`` and ``A <= V`` (an action is the next token).
+
+    Parameter names: ``transformer.*``, ``policy_head.*``; a critic adds ``value_head.*`` and, without
+    ``shared_trunk``, a separate dense ``critic.*`` transformer. Actor weights load into an actor-critic with
+    ``load_state_dict(..., strict=False)``.
+
+    Attributes:
+        has_value: whether the policy has a critic.
+        is_moe: whether the feed-forward blocks are Mixture-of-Experts layers.
+    """
+
+    def __init__(self, spec: PolicySpec, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        super().__init__()
+        if not (isinstance(observation_space, spaces.Box) and box_kind(observation_space) == "tokens"):
+            raise TypeError(
+                f"architecture='transformer' needs a 1-D integer token observation space Box(0, V-1, (L,)), got "
+                f"{observation_space}; use architecture='auto' for other spaces"
+            )
+        vocab_size = int(observation_space.high.max()) + 1
+        if not isinstance(action_space, spaces.Discrete) or int(action_space.start) != 0 or action_space.n > vocab_size:
+            raise TypeError(
+                f"architecture='transformer' needs Discrete(A) actions with start=0 and A <= {vocab_size} (each action "
+                f"is the next token), got {action_space}"
+            )
+        (observation_length,) = observation_space.shape
+        context_length = spec.context_length or observation_length
+        if observation_length > context_length:
+            raise ValueError(
+                f"observations of {observation_length} tokens do not fit context_length={spec.context_length}; set "
+                f"context_length >= {observation_length} (or 0 for the observation length)"
+            )
+        self.spec = spec
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.has_value = spec.value_head
+        self.is_moe = spec.num_experts > 0
+        self.temperature, self.top_p = spec.temperature, spec.top_p
+        self.config = TransformerConfig(
+            vocab_size=vocab_size,
+            context_length=context_length,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            model_dim=spec.model_dim,
+            num_experts=spec.num_experts,
+            top_k=spec.top_k,
+        )
+        self.transformer = TokenTransformer(self.config)
+        self.policy_head = nn.Linear(spec.model_dim, int(action_space.n))
+        _init_weights(self.policy_head)
+        if self.has_value and not spec.shared_trunk:
+            # a separate critic is dense, as in ActorCritic: MoE is a policy-side choice
+            self.critic = TokenTransformer(
+                TransformerConfig(
+                    vocab_size=vocab_size,
+                    context_length=context_length,
+                    num_layers=spec.num_layers,
+                    num_heads=spec.num_heads,
+                    model_dim=spec.model_dim,
+                )
+            )
+        if self.has_value:
+            self.value_head = nn.Linear(spec.model_dim, 1)
+            nn.init.normal_(self.value_head.weight, std=INIT_STD)
+            nn.init.zeros_(self.value_head.bias)
+
+    # --- helpers ---
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy_head.weight.device
+
+    def _tokens(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        """Checked ``(B, L)`` long tokens and their lengths ``(B,)``."""
+        if not isinstance(observation, Tensor) or observation.dim() != 2:
+            shape = tuple(observation.shape) if isinstance(observation, Tensor) else type(observation).__name__
+            raise ValueError(f"a transformer policy takes token tensors of shape (B, L), got {shape}")
+        tokens = observation.to(self.device).long()
+        return tokens, token_lengths(tokens)
+
+    def _last_hidden(
+        self, network: TokenTransformer, tokens: Tensor, lengths: Tensor
+    ) -> tuple[Tensor, TransformerOutput]:
+        """Hidden state ``(B, D)`` of each row's last real token, from one full forward."""
+        width = int(lengths.max()) if len(lengths) else 1
+        tokens = tokens[:, :width]
+        out = network(tokens, token_mask=tokens != PAD)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        return out.hidden[rows, lengths - 1], out
+
+    def _log_probs(self, logits: Tensor, keep: Tensor | None = None) -> Tensor:
+        return sampling_log_probs(logits, self.temperature, self.top_p, keep)
+
+    def _choose(self, logits: Tensor, deterministic: bool) -> tuple[Tensor, Tensor]:
+        """Actions ``(B,)`` (argmax, or a sample of the tempered nucleus) and their log-probabilities ``(B,)``."""
+        log_probs = self._log_probs(logits)
+        if deterministic:
+            actions = logits.argmax(dim=-1)
+        else:
+            actions = torch.multinomial(log_probs.exp(), 1).squeeze(1)
+        return actions, log_probs.gather(-1, actions[:, None]).squeeze(1)
+
+    def _aux(self, out: TransformerOutput) -> dict[str, Tensor]:
+        aux = {"aux_loss": out.aux_loss}
+        if out.expert_load is not None:
+            aux["expert_load"] = out.expert_load
+        return aux
+
+    # --- stateless: one observation per row, full forward ---
+
+    def logits(self, observation: Tensor) -> Tensor:
+        """Raw next-token logits ``(B, A)`` for token observations ``(B, L)``."""
+        tokens, lengths = self._tokens(observation)
+        hidden, _ = self._last_hidden(self.transformer, tokens, lengths)
+        return self.policy_head(hidden)
+
+    def act(self, observation: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Next token for each observation ``(B, L)``: sampled with temperature / top-p, or greedy (argmax).
+
+        Returns:
+            ``(actions (B,) long, log_prob (B,))``; log-probabilities of the tempered, truncated distribution.
+        """
+        return self._choose(self.logits(observation), deterministic)
+
+    def evaluate_actions(self, observation: Tensor, actions: Tensor | np.ndarray) -> dict[str, Tensor]:
+        """Log-probabilities and entropies of given next tokens, plus value and MoE terms (full forward).
+
+        Args:
+            observation: ``(B, L)`` token buffers.
+            actions: ``(B,)`` (or ``(B, 1)``) token ids.
+
+        Returns:
+            ``{"log_prob": (B,), "entropy": (B,), "aux_loss": scalar}``, plus ``"value": (B,)`` with a critic and
+            ``"expert_load": (E,)`` with MoE blocks.
+        """
+        tokens, lengths = self._tokens(observation)
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.dim() == 0 or actions.shape[0] != tokens.shape[0]:
+            raise ValueError(
+                f"actions of shape {tuple(actions.shape)} do not match a batch of {tokens.shape[0]} observations"
+            )
+        actions = actions.reshape(tokens.shape[0]).long()
+        hidden, out = self._last_hidden(self.transformer, tokens, lengths)
+        log_probs = self._log_probs(self.policy_head(hidden), keep=actions)
+        result = {
+            "log_prob": log_probs.gather(-1, actions[:, None]).squeeze(1),
+            "entropy": _entropy(log_probs),
+            **self._aux(out),
+        }
+        if self.has_value:
+            result["value"] = self._value_from(tokens, lengths, hidden)
+        return result
+
+    def _value_from(self, tokens: Tensor, lengths: Tensor, actor_hidden: Tensor | None) -> Tensor:
+        if self.spec.shared_trunk:
+            hidden = (
+                actor_hidden if actor_hidden is not None else self._last_hidden(self.transformer, tokens, lengths)[0]
+            )
+        else:
+            hidden = self._last_hidden(self.critic, tokens, lengths)[0]
+        return self.value_head(hidden).squeeze(-1)
+
+    def value(self, observation: Tensor) -> Tensor:
+        """Critic estimate ``(B,)``.
+
+        Raises:
+            RuntimeError: if the policy was built with ``value_head=False``.
+        """
+        if not self.has_value:
+            raise RuntimeError("this policy has no value head; build it with PolicySpec(value_head=True)")
+        tokens, lengths = self._tokens(observation)
+        return self._value_from(tokens, lengths, None)
+
+    # --- incremental decoding with a KV cache ---
+
+    def initial_state(self, num_envs: int, device: torch.device | str) -> KVCache:
+        """An empty KV cache for ``num_envs`` rollout rows."""
+        return self.transformer.empty_cache(num_envs, device)
+
+    def act_with_state(
+        self, observation: Tensor, state: KVCache, indices: Tensor | np.ndarray, deterministic: bool = False
+    ) -> tuple[Tensor, Tensor, KVCache]:
+        """Next token for the rollout rows ``indices`` ``(R,)``, whose observations are ``observation`` ``(R, L)``.
+
+        A row whose cache holds exactly one token less than its observation feeds only the newest token; any other
+        row (first call, or an observation that does not continue the cached sequence) is prefilled from its whole
+        observation. Either way the result equals a full forward over the observation.
+
+        Returns:
+            ``(actions (R,), log_prob (R,), state)``; ``state`` is updated in place and returned.
+        """
+        tokens, lengths = self._tokens(observation)
+        rows = torch.as_tensor(indices, device=self.device).long().reshape(-1)
+        if rows.shape[0] != tokens.shape[0]:
+            raise ValueError(f"{rows.shape[0]} indices for {tokens.shape[0]} observations; give one index per row")
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= state.num_rows):
+            raise ValueError(f"indices must be in [0, {state.num_rows}), got {rows.tolist()}")
+        cached = state.length[rows]
+        incremental = (cached > 0) & (lengths == cached + 1)
+        if bool(incremental.all()):
+            hidden = self._advance(tokens, lengths, state, rows)
+        elif not bool(incremental.any()):
+            hidden = self._prefill(tokens, lengths, state, rows)
+        else:
+            hidden = tokens.new_empty((tokens.shape[0], self.config.model_dim), dtype=self.policy_head.weight.dtype)
+            step_rows, fill_rows = torch.nonzero(incremental).squeeze(1), torch.nonzero(~incremental).squeeze(1)
+            hidden[step_rows] = self._advance(tokens[step_rows], lengths[step_rows], state, rows[step_rows])
+            hidden[fill_rows] = self._prefill(tokens[fill_rows], lengths[fill_rows], state, rows[fill_rows])
+        state.length[rows] = lengths
+        actions, log_probs = self._choose(self.policy_head(hidden), deterministic)
+        return actions, log_probs, state
+
+    def _prefill(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
+        width = int(lengths.max())
+        tokens = tokens[:, :width]
+        out = self.transformer(tokens, token_mask=tokens != PAD, return_cache=True)
+        assert out.keys is not None and out.values is not None
+        for cache_keys, cache_values, keys, values in zip(state.keys, state.values, out.keys, out.values, strict=True):
+            cache_keys[rows, :, :width] = keys
+            cache_values[rows, :, :width] = values
+        return out.hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
+
+    def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
+        positions = lengths - 1
+        newest = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
+        in_order = rows.shape[0] == state.num_rows and torch.equal(
+            rows, torch.arange(state.num_rows, device=rows.device)
+        )
+        return self.transformer.step(newest, positions, state, None if in_order else rows, int(positions.max()) + 1)
+
+    # --- whole episodes: one masked forward ---
+
+    def episode_logits(
+        self, first_observations: Tensor, actions: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor, TransformerOutput]:
+        """Raw logits of every generated token of ``M`` episodes, from one full forward (teacher forcing).
+
+        Args:
+            first_observations: ``(M, L)`` the prompts (each episode's first observation).
+            actions: ``(M, T)`` the generated tokens; entries where ``mask`` is False are ignored.
+            mask: ``(M, T)`` bool, True at steps that happened (a prefix of each row).
+
+        Returns:
+            ``(logits (M, T, A), actions (M, T) long, forward output)``; logits at masked steps are meaningless.
+        """
+        prompts, prompt_lengths = self._tokens(first_observations)
+        actions = torch.as_tensor(actions, device=self.device).long()
+        mask = torch.as_tensor(mask, device=self.device).bool()
+        if actions.dim() != 2 or actions.shape != mask.shape or actions.shape[0] != prompts.shape[0]:
+            raise ValueError(
+                f"actions {tuple(actions.shape)} and mask {tuple(mask.shape)} must both be (M, T) with M = "
+                f"{prompts.shape[0]} episodes"
+            )
+        count, steps = actions.shape
+        generated = mask.sum(dim=1)
+        if not torch.equal(mask, torch.arange(steps, device=mask.device) < generated[:, None]):
+            raise ValueError("mask must be a prefix in each row (True for the steps that happened, then False)")
+        total = prompt_lengths + generated
+        width = max(int(total.max()), 1)
+        if width > self.config.context_length:
+            raise ValueError(
+                f"an episode of {width} tokens (prompt + generated) exceeds context_length={self.config.context_length}"
+            )
+        sequence = prompts.new_zeros((count, width))
+        prompt_width = min(width, prompts.shape[1])
+        sequence[:, :prompt_width] = prompts[:, :prompt_width]
+        columns = prompt_lengths[:, None] + torch.arange(steps, device=self.device)  # (M, T) where token t goes
+        rows = torch.arange(count, device=self.device)[:, None].expand(count, steps)
+        sequence[rows[mask], columns[mask]] = actions[mask]
+        out = self.transformer(sequence, token_mask=torch.arange(width, device=self.device) < total[:, None])
+        # the token at column c is predicted from the hidden state at column c - 1
+        read = (columns - 1).clamp(max=width - 1)
+        hidden = out.hidden[rows, read]
+        return self.policy_head(hidden), actions, out
+
+    def evaluate_episodes(self, first_observations: Tensor, actions: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Log-probabilities and entropies of every generated token of ``M`` episodes (one masked forward).
+
+        Args:
+            first_observations: ``(M, L)`` prompts; actions: ``(M, T)`` generated tokens; mask: ``(M, T)`` bool.
+
+        Returns:
+            ``{"log_prob": (M, T), "entropy": (M, T), "aux_loss": scalar}`` (0 at masked steps), plus
+            ``"expert_load": (E,)`` with MoE blocks. The distribution is the tempered, nucleus-truncated one.
+        """
+        logits, actions, out = self.episode_logits(first_observations, actions, mask)
+        mask = torch.as_tensor(mask, device=self.device).bool()
+        log_probs = self._log_probs(logits, keep=actions)
+        chosen = log_probs.gather(-1, actions[..., None]).squeeze(-1)
+        return {
+            "log_prob": torch.where(mask, chosen, 0.0),
+            "entropy": torch.where(mask, _entropy(log_probs), 0.0),
+            **self._aux(out),
+        }
+
+    # --- numpy interface ---
+
+    def predict(
+        self, observation: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        """stable-baselines3-shaped prediction from numpy token buffers ``(L,)`` or ``(B, L)`` (full forward).
+
+        Returns:
+            ``(actions, None)``: int64 actions; a single observation gives a single action.
+        """
+        single = _is_single(observation, self.observation_space)
+        if single:
+            observation = _add_batch_axis(observation)
+        with torch.no_grad():
+            actions, _ = self.act(obs_to_tensor(observation, self.observation_space, self.device), deterministic)
+        actions_np = actions.cpu().numpy().astype(self.action_space.dtype, copy=False)
+        return (np.asarray(actions_np[0]) if single else actions_np), None
+
+    def num_parameters(self) -> int:
+        """Number of scalar parameters (actor and critic)."""
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, top_p={self.top_p}"

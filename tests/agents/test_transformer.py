@@ -1,0 +1,352 @@
+"""The token transformer policy: KV-cache decoding equals the full forward, sampling (greedy, temperature, top-p),
+whole-episode scoring, value and MoE heads, spec integration and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from agents import ActorCritic, PolicySpec, TransformerConfig, TransformerPolicy, make_policy, obs_to_tensor
+from agents.transformer import TokenTransformer, sampling_log_probs, token_lengths
+
+VOCAB = 12
+LENGTH = 16
+OBSERVATION_SPACE = spaces.Box(0, VOCAB - 1, (LENGTH,), np.int64)
+ACTION_SPACE = spaces.Discrete(VOCAB)
+PROMPT_LENGTHS = (3, 5, 1, 7, 2)
+
+
+def tiny(**overrides) -> TransformerPolicy:
+    values = dict(architecture="transformer", num_layers=2, num_heads=2, model_dim=16)
+    values.update(overrides)
+    torch.manual_seed(0)
+    policy = make_policy(PolicySpec(**values), OBSERVATION_SPACE, ACTION_SPACE)
+    # larger logits than the 0.02 init, so the distributions are far from uniform and top-p has something to cut
+    with torch.no_grad():
+        policy.policy_head.weight.mul_(10.0)
+    return policy
+
+
+def ragged_prompts(lengths=PROMPT_LENGTHS, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(len(lengths), LENGTH, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        tokens[row, :length] = torch.randint(1, VOCAB, (length,), generator=generator)
+    return tokens
+
+
+def roll_out(
+    policy: TransformerPolicy,
+    prompts: torch.Tensor,
+    steps: int,
+    deterministic: bool = False,
+    stop_row_at: dict[int, int] | None = None,
+):
+    """Decode like rlopt.rollout.collect_groups: rows stop on PAD, on a full buffer, or at ``stop_row_at``.
+
+    Returns (actions (N, T), log_probs (N, T), mask (N, T), per-step checks [(observation, actions, log_probs)]).
+    """
+    count = prompts.shape[0]
+    observation = prompts.clone()
+    state = policy.initial_state(count, "cpu")
+    active = torch.ones(count, dtype=torch.bool)
+    actions = torch.zeros(count, steps, dtype=torch.long)
+    log_probs = torch.zeros(count, steps)
+    mask = torch.zeros(count, steps, dtype=torch.bool)
+    checks = []
+    for step in range(steps):
+        rows = torch.nonzero(active).squeeze(1)
+        if not len(rows):
+            break
+        with torch.no_grad():
+            chosen, chosen_log_probs, state = policy.act_with_state(observation[rows], state, rows, deterministic)
+        checks.append((observation[rows].clone(), chosen, chosen_log_probs))
+        actions[rows, step], log_probs[rows, step], mask[rows, step] = chosen, chosen_log_probs, True
+        lengths = token_lengths(observation[rows])
+        for row, length, token in zip(rows.tolist(), lengths.tolist(), chosen.tolist(), strict=True):
+            observation[row, length] = token
+            if token == 0 or length + 1 >= LENGTH or (stop_row_at or {}).get(row) == step:
+                active[row] = False
+    return actions, log_probs, mask, checks
+
+
+# --- KV cache == full forward ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"temperature": 0.7, "top_p": 0.9}, {"num_experts": 3, "top_k": 2}, {"num_layers": 1, "num_heads": 4}],
+    ids=["plain", "temperature-top-p", "moe", "one-layer"],
+)
+def test_incremental_decoding_matches_full_forward_for_ragged_prompts(overrides: dict) -> None:
+    policy = tiny(**overrides)
+    prompts = ragged_prompts()
+    torch.manual_seed(1)
+    actions, log_probs, mask, checks = roll_out(policy, prompts, steps=10, stop_row_at={1: 3})
+    assert mask[1].sum() <= 4 and mask[:, 4:].any(), "row 1 leaves early, others keep decoding (a non-contiguous set)"
+    with torch.no_grad():
+        for observation, chosen, chosen_log_probs in checks:
+            full = policy.evaluate_actions(observation, chosen)["log_prob"]
+            torch.testing.assert_close(chosen_log_probs, full, atol=1e-5, rtol=0)
+        scored = policy.evaluate_episodes(prompts, actions, mask)
+    torch.testing.assert_close(scored["log_prob"], torch.where(mask, log_probs, 0.0), atol=1e-5, rtol=0)
+
+
+def test_a_row_whose_observation_does_not_continue_its_cache_is_prefilled_again() -> None:
+    policy = tiny()
+    prompts = ragged_prompts()
+    state = policy.initial_state(len(prompts), "cpu")
+    rows = torch.arange(len(prompts))
+    with torch.no_grad():
+        first, _, state = policy.act_with_state(prompts, state, rows, deterministic=True)
+        observation = prompts.clone()
+        observation[rows, token_lengths(prompts)] = first.clamp(min=1)
+        observation[2] = ragged_prompts((6,), seed=5)[0]  # row 2 restarts on another prompt (mixed call)
+        chosen, log_probs, state = policy.act_with_state(observation, state, rows, deterministic=True)
+        logits = policy.logits(observation)
+    torch.testing.assert_close(chosen, logits.argmax(dim=-1))
+    torch.testing.assert_close(
+        log_probs, logits.log_softmax(-1).gather(1, chosen[:, None]).squeeze(1), atol=1e-5, rtol=0
+    )
+    assert state.length.tolist() == token_lengths(observation).tolist()
+
+
+def test_evaluate_episodes_matches_per_step_evaluate_actions() -> None:
+    policy = tiny(temperature=1.3, top_p=0.8)
+    prompts = ragged_prompts()
+    generator = torch.Generator().manual_seed(2)
+    steps = 6
+    actions = torch.randint(1, VOCAB, (len(prompts), steps), generator=generator)
+    generated = torch.tensor([6, 2, 4, 1, 5])
+    mask = torch.arange(steps) < generated[:, None]
+    scored = policy.evaluate_episodes(prompts, actions, mask)
+    for row in range(len(prompts)):
+        observation = prompts[row].clone()
+        start = int(token_lengths(prompts[row : row + 1])[0])
+        for step in range(int(generated[row])):
+            single = policy.evaluate_actions(observation[None], actions[row, step : step + 1])
+            torch.testing.assert_close(scored["log_prob"][row, step], single["log_prob"][0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(scored["entropy"][row, step], single["entropy"][0], atol=1e-5, rtol=0)
+            observation[start + step] = actions[row, step]
+    assert (scored["log_prob"][~mask] == 0).all() and (scored["entropy"][~mask] == 0).all()
+    scored["log_prob"].sum().backward()
+    assert all(parameter.grad is not None for parameter in policy.parameters())
+
+
+# --- sampling -----------------------------------------------------------------------------------------------------
+
+
+def test_greedy_is_the_argmax_of_the_logits() -> None:
+    policy = tiny(temperature=2.0, top_p=0.5)
+    prompts = ragged_prompts()
+    with torch.no_grad():
+        logits = policy.logits(prompts)
+        actions, log_probs = policy.act(prompts, deterministic=True)
+        cached, cached_log_probs, _ = policy.act_with_state(
+            prompts, policy.initial_state(5, "cpu"), torch.arange(5), deterministic=True
+        )
+    torch.testing.assert_close(actions, logits.argmax(dim=-1))
+    torch.testing.assert_close(cached, actions)
+    expected = sampling_log_probs(logits, 2.0, 0.5).gather(1, actions[:, None]).squeeze(1)
+    torch.testing.assert_close(log_probs, expected)
+    torch.testing.assert_close(cached_log_probs, expected, atol=1e-5, rtol=0)
+
+
+def test_sampling_log_probs_by_hand() -> None:
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    # the two most likely tokens hold 0.8 >= 0.75: the nucleus is {0, 1}, renormalised
+    nucleus = sampling_log_probs(logits, top_p=0.75)
+    torch.testing.assert_close(nucleus[0, :2], torch.tensor([0.5 / 0.8, 0.3 / 0.8]).log())
+    assert torch.isinf(nucleus[0, 2:]).all()
+    kept = sampling_log_probs(logits, top_p=0.75, keep=torch.tensor([3]))  # an evaluated action stays in
+    torch.testing.assert_close(kept[0, [0, 1, 3]].exp(), torch.tensor([0.5, 0.3, 0.05]) / 0.85)
+    assert torch.isinf(kept[0, 2])
+    torch.testing.assert_close(sampling_log_probs(logits, top_p=1.0), logits.log_softmax(-1))
+    torch.testing.assert_close(sampling_log_probs(logits, temperature=0.5), (logits / 0.5).log_softmax(-1))
+    assert sampling_log_probs(logits, top_p=1e-6).isfinite().sum() == 1, "the most likely token always stays"
+
+
+def test_top_p_restricts_the_support_of_samples() -> None:
+    policy = tiny(top_p=0.6)
+    prompts = ragged_prompts()[:1].repeat(4000, 1)
+    with torch.no_grad():
+        probs = policy.logits(prompts[:1]).softmax(-1)[0]
+        torch.manual_seed(3)
+        actions, log_probs = policy.act(prompts)
+    order = probs.argsort(descending=True)
+    cumulative = probs[order].cumsum(0)
+    nucleus = set(order[: int((cumulative < 0.6).sum()) + 1].tolist())
+    assert 1 < len(nucleus) < VOCAB, "the test needs a non-trivial nucleus"
+    assert set(actions.tolist()) == nucleus
+    renormalised = probs / probs[list(nucleus)].sum()
+    torch.testing.assert_close(log_probs, renormalised[actions].log(), atol=1e-5, rtol=0)
+
+
+def test_temperature_changes_sampling_and_log_probs() -> None:
+    hot, plain = tiny(temperature=3.0), tiny()
+    prompts = ragged_prompts()
+    with torch.no_grad():
+        logits = plain.logits(prompts)
+        hot_result = hot.evaluate_actions(prompts, logits.argmax(-1))
+        plain_result = plain.evaluate_actions(prompts, logits.argmax(-1))
+    torch.testing.assert_close(hot_result["log_prob"], (logits / 3.0).log_softmax(-1).max(-1).values)
+    assert (hot_result["entropy"] > plain_result["entropy"]).all()
+
+
+# --- heads, MoE, spec ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_value_head_on_the_transformer(shared: bool) -> None:
+    policy = tiny(value_head=True, shared_trunk=shared)
+    prompts = ragged_prompts()
+    result = policy.evaluate_actions(prompts, torch.ones(5, dtype=torch.long))
+    assert result["value"].shape == (5,) and policy.value(prompts).shape == (5,)
+    torch.testing.assert_close(result["value"], policy.value(prompts))
+    names = {name.split(".")[0] for name, _ in policy.named_parameters()}
+    assert names == ({"transformer", "policy_head", "value_head"} | (set() if shared else {"critic"}))
+    actor = tiny()
+    missing, unexpected = policy.load_state_dict(actor.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith(("value_head", "critic")) for name in missing)
+    with pytest.raises(RuntimeError, match="no value head"):
+        actor.value(prompts)
+
+
+def test_moe_blocks_report_aux_loss_and_expert_load() -> None:
+    policy = tiny(num_experts=4, top_k=2)
+    assert policy.is_moe
+    result = policy.evaluate_actions(ragged_prompts(), torch.ones(5, dtype=torch.long))
+    assert result["expert_load"].shape == (4,)
+    torch.testing.assert_close(result["expert_load"].sum(), torch.tensor(1.0))
+    assert result["aux_loss"].item() >= 1.0 - 1e-5  # E * sum f P >= 1 (uniform routing gives exactly 1)
+    result["aux_loss"].backward()
+    assert policy.transformer.blocks[0].feed_forward.router.weight.grad.abs().sum() > 0
+
+
+def test_make_policy_builds_by_architecture_and_specs_round_trip() -> None:
+    assert isinstance(make_policy(PolicySpec(), OBSERVATION_SPACE, ACTION_SPACE), ActorCritic)
+    spec = PolicySpec(
+        architecture="transformer",
+        num_layers=1,
+        num_heads=2,
+        model_dim=8,
+        context_length=20,
+        temperature=0.5,
+        top_p=0.9,
+        value_head=True,
+        shared_trunk=True,
+    )
+    restored = PolicySpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert restored == spec
+    policy = make_policy(restored, OBSERVATION_SPACE, ACTION_SPACE)
+    assert isinstance(policy, TransformerPolicy) and policy.config.context_length == 20
+    assert policy.num_parameters() == sum(p.numel() for p in policy.parameters())
+    # a context longer than the observation lets the same weights read longer buffers (e.g. a harder math level)
+    longer = torch.cat([ragged_prompts(), torch.zeros(5, 4, dtype=torch.long)], dim=1)
+    assert policy.act(longer)[0].shape == (5,)
+
+
+def test_predict_takes_numpy_single_and_batched_observations() -> None:
+    policy = tiny()
+    batch = ragged_prompts().numpy()
+    actions, state = policy.predict(batch)
+    assert state is None and actions.shape == (5,) and actions.dtype == np.int64
+    single, _ = policy.predict(batch[0])
+    assert single.shape == () and int(single) == int(actions[0])
+    tensor = obs_to_tensor(batch, OBSERVATION_SPACE)
+    np.testing.assert_array_equal(actions, policy.logits(tensor).argmax(-1).numpy())
+
+
+def test_dropout_is_active_in_training_mode_only() -> None:
+    torch.manual_seed(0)
+    network = TokenTransformer(
+        TransformerConfig(vocab_size=VOCAB, context_length=LENGTH, num_layers=1, num_heads=2, model_dim=16, dropout=0.5)
+    )
+    tokens = ragged_prompts((7, 7))
+    network.train()
+    assert not torch.equal(network(tokens).hidden, network(tokens).hidden)
+    network.eval()
+    torch.testing.assert_close(network(tokens).hidden, network(tokens).hidden)
+
+
+# --- bad input ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"architecture": "rnn"}, "architecture='rnn'"),
+        ({"architecture": "transformer", "model_dim": 10, "num_heads": 4}, "not divisible by num_heads=4"),
+        ({"architecture": "transformer", "num_layers": 0}, "num_layers"),
+        ({"architecture": "transformer", "context_length": -1}, "context_length"),
+        ({"architecture": "transformer", "temperature": 0.0}, "temperature=0.0"),
+        ({"architecture": "transformer", "temperature": math.inf}, "temperature"),
+        ({"architecture": "transformer", "top_p": 0.0}, "top_p=0.0"),
+        ({"architecture": "transformer", "top_p": 1.5}, "top_p=1.5"),
+        ({"temperature": 0.5}, "apply to architecture='transformer' only"),
+    ],
+)
+def test_bad_transformer_spec_values_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PolicySpec(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("observation_space", "action_space", "error", "message"),
+    [
+        (spaces.Box(-1.0, 1.0, (8,), np.float32), ACTION_SPACE, TypeError, "token observation space"),
+        (spaces.Box(0, 10, (5, 5, 3), np.uint8), ACTION_SPACE, TypeError, "token observation space"),
+        (OBSERVATION_SPACE, spaces.Discrete(VOCAB + 1), TypeError, "A <= 12"),
+        (OBSERVATION_SPACE, spaces.Discrete(4, start=1), TypeError, "start=0"),
+        (OBSERVATION_SPACE, spaces.Box(-1, 1, (2,)), TypeError, "Discrete"),
+    ],
+)
+def test_transformer_refuses_spaces_it_cannot_model(observation_space, action_space, error, message) -> None:
+    with pytest.raises(error, match=message):
+        make_policy(PolicySpec(architecture="transformer", model_dim=8, num_heads=2), observation_space, action_space)
+
+
+def test_transformer_rejects_bad_token_batches() -> None:
+    policy = tiny()
+    gap = ragged_prompts()
+    gap[0, 1] = 0
+    with pytest.raises(ValueError, match="row 0 has PAD"):
+        policy.act(gap)
+    with pytest.raises(ValueError, match="row 0 is empty"):
+        policy.act(torch.zeros(1, LENGTH, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceeds the transformer's context_length=16"):
+        policy.act(torch.ones(1, LENGTH + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="context_length=8"):
+        make_policy(
+            PolicySpec(architecture="transformer", model_dim=8, num_heads=2, context_length=8),
+            OBSERVATION_SPACE,
+            ACTION_SPACE,
+        )
+    prompts = ragged_prompts()
+    with pytest.raises(ValueError, match="mask must be a prefix"):
+        policy.evaluate_episodes(prompts, torch.ones(5, 3, dtype=torch.long), torch.tensor([[True, False, True]] * 5))
+    with pytest.raises(ValueError, match="do not match a batch of 5"):
+        policy.evaluate_actions(prompts, torch.ones(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="4 indices for 5 observations"):
+        policy.act_with_state(prompts, policy.initial_state(5, "cpu"), torch.arange(4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_decoding_matches_cpu() -> None:
+    policy = tiny(num_experts=2, top_k=1)
+    prompts = ragged_prompts()
+    torch.manual_seed(4)
+    actions, log_probs, mask, _ = roll_out(policy, prompts, steps=8)
+    cuda_policy = policy.to("cuda")
+    with torch.no_grad():
+        scored = cuda_policy.evaluate_episodes(prompts.cuda(), actions.cuda(), mask.cuda())
+        state = cuda_policy.initial_state(5, "cuda")
+        greedy, greedy_log_probs, _ = cuda_policy.act_with_state(prompts.cuda(), state, torch.arange(5).cuda(), True)
+    torch.testing.assert_close(scored["log_prob"].cpu(), torch.where(mask, log_probs, 0.0), atol=1e-4, rtol=0)
+    assert greedy.device.type == "cuda" and greedy_log_probs.shape == (5,)
