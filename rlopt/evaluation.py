@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
@@ -57,6 +58,8 @@ class Evaluator:
         device: torch.device | str = "cpu",
     ) -> None:
         self.env = make_vector_env(env_id, episodes, AutoresetMode.DISABLED, env_kwargs)
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
         self.seeds = np.arange(seed_base, seed_base + episodes)
         self.max_steps = episode_step_limit(env_id, env_kwargs)
         self.device = torch.device(device)
@@ -77,6 +80,26 @@ class Evaluator:
         finally:
             policy.train(was_training)
         return EvalResult(rollout.returns, rollout.lengths, rollout.success)
+
+    def showcase(self, policy: Any, seed: int | None = None) -> tuple[str, Any] | None:
+        """One deterministic episode on the first held-out seed, rendered for TensorBoard: ``("image", final
+        frame)`` for ``rgb_array`` envs, ``("text", decoded episode)`` for ``ansi`` envs, None otherwise."""
+        modes = self.env.metadata.get("render_modes", [])
+        mode = "rgb_array" if "rgb_array" in modes else "ansi" if "ansi" in modes else None
+        if mode is None:
+            return None
+        env = gym.make(self.env_id, render_mode=mode, **self.env_kwargs)
+        try:
+            observation, _ = env.reset(seed=int(self.seeds[0]) if seed is None else seed)
+            for _ in range(self.max_steps):
+                with torch.no_grad():
+                    action, _ = policy.predict(observation, deterministic=True)
+                observation, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+            return ("image" if mode == "rgb_array" else "text"), env.render()
+        finally:
+            env.close()
 
     def close(self) -> None:
         self.env.close()

@@ -176,6 +176,13 @@ class TrainingSession:
         self.last_eval_step = self.env_steps
         result = self.evaluator.evaluate(policy)
         self.log(result.metrics())
+        media = self.evaluator.showcase(policy)
+        if media is not None and self.logger is not None:
+            kind, content = media
+            if kind == "image":
+                self.logger.image("eval/final_frame", content, self.env_steps)
+            else:
+                self.logger.text("eval/completion", f"```\n{content}\n```", self.env_steps)
         return result
 
     def maybe_checkpoint(

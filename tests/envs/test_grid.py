@@ -476,3 +476,23 @@ def test_bad_actions_raise_clear_errors() -> None:
         vector.step(np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match="render mode 'human'"):
         env.core.render(0, "human")
+
+
+def test_stable_baselines3_ppo_learns_the_empty_room_unmodified() -> None:
+    """SB3's PPO, straight from gymnasium.make with no wrapper, raises its success rate on the easiest preset."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    torch.set_num_threads(1)
+    env = gym.make("rlopt/GridGame-Empty-5x5-v0")
+    model = PPO("MultiInputPolicy", env, n_steps=512, batch_size=64, seed=0, verbose=0, device="cpu")
+
+    def success_rate() -> float:
+        _, lengths = evaluate_policy(model, env, n_eval_episodes=20, deterministic=True, return_episode_rewards=True)
+        return float(np.mean(np.asarray(lengths) < 100))  # an episode shorter than the time limit reached the goal
+
+    before = success_rate()
+    model.learn(total_timesteps=8192)
+    after = success_rate()
+    assert after >= 0.9 and after > before, (before, after)

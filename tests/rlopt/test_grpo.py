@@ -131,6 +131,9 @@ def test_grpo_learns_empty_grid_and_logs_everything(tmp_path: Path) -> None:
     ):
         assert tag in scalars, f"missing TensorBoard tag {tag}"
         assert all(np.isfinite(value) for _, value in scalars[tag])
+    accumulator = EventAccumulator(str(run))
+    accumulator.Reload()
+    assert "eval/final_frame" in accumulator.Tags()["images"], "a rendered frame of an evaluation episode"
     steps = [step for step, _ in scalars["rollout/ep_rew_mean"]]
     assert steps == sorted(steps) and steps[-1] == summary["env_steps"], "x-axis is env steps"
     # the checkpoint round-trips: same weights, same greedy actions

@@ -1,0 +1,559 @@
+"""GRPO on the math task: rlopt's trainer vs Hugging Face TRL's ``GRPOTrainer``, side by side in one process.
+
+Both sides train the same thing from random weights: a 2-layer, 4-head, 128-wide causal transformer over the math
+vocabulary (24 tokens; no download), on level-1 problems of ``rlopt/MathReasoning-v0`` (two-term addition or
+subtraction of numbers 0-99), 32 prompts x 8 samples per step, at most 8 new tokens per completion, no KL term, one
+optimizer step per batch of completions. TRL gets a GPT-2 model built from a ``GPT2Config`` (pre-LN, learned
+positions, GELU, 4x feed-forward, untied output layer: the architecture of rlopt's ``TransformerPolicy``), a
+word-level tokenizer over rlopt's vocabulary, and a reward function that applies rlopt's own verifier
+(``envs.math_reasoning.score_completion``) to each completion. Generation stops at ``<eos>`` or PAD on both sides
+(the env ends an episode on either).
+
+Timing: ``--warmup`` steps first, then ``--steps`` measured steps; a step is everything between two consecutive
+optimizer steps of the real training loop (sampling, reward, advantages, forward/backward, optimizer, logging).
+TRL's reward-function time is also reported apart, because ``score_completion`` scores one string at a time in
+Python while rlopt's env scores the batch at once.
+
+    python scripts/bench_math.py                         # CPU, 1 torch thread, 3 warm-up + 10 measured steps
+    python scripts/bench_math.py --device cuda --steps 20
+    python scripts/bench_math.py --side rlopt --profile  # cProfile of rlopt's measured steps
+
+TRL is an optional benchmark extra (``pip install -e .[bench-trl]``); without it only rlopt is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# the TRL half must never reach the Hugging Face Hub: everything is built locally
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ENV_ID = "rlopt/MathReasoning-v0"
+#: seeds of TRL's prompts start here, far from the rlopt run's seeds (the problems are i.i.d. either way)
+TRL_PROMPT_SEED_OFFSET = 1_000_000
+#: rlopt >= TARGET_RATIO x TRL's completions per second is the goal of the issue on the 2-core CPU
+TARGET_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What both sides train: task, batch, model size and optimiser settings."""
+
+    level: int = 1
+    num_prompts: int = 32
+    group_size: int = 8
+    max_new_tokens: int = 8
+    num_layers: int = 2
+    num_heads: int = 4
+    model_dim: int = 128
+    learning_rate: float = 1e-3
+    max_grad_norm: float = 0.5
+    clip_coef: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("level", "num_prompts", "group_size", "max_new_tokens", "num_layers", "num_heads", "model_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BenchSpec.{name}={value!r} must be a positive int")
+        if self.group_size < 2:
+            raise ValueError(f"BenchSpec.group_size={self.group_size} must be >= 2 (GRPO compares within a group)")
+        if self.model_dim % self.num_heads:
+            raise ValueError(f"BenchSpec.model_dim={self.model_dim} must be a multiple of num_heads={self.num_heads}")
+
+    @property
+    def completions_per_step(self) -> int:
+        """P x G completions sampled (and trained on) per step."""
+        return self.num_prompts * self.group_size
+
+
+@dataclass
+class SideResult:
+    """Measured steps of one side.
+
+    Attributes:
+        name: "rlopt" or "trl".
+        device: the torch device the figures are for.
+        step_seconds: ``(S,)`` wall-clock seconds of each measured step.
+        completions: ``(S,)`` completions sampled per measured step.
+        tokens: ``(S,)`` tokens generated per measured step (``<eos>`` included).
+        num_parameters: trainable parameters of the model.
+        reward_seconds: ``(S,)`` seconds spent in the reward function per step (TRL only; empty for rlopt).
+        mean_reward: mean reward over the measured steps (a sanity check that both score the same task).
+    """
+
+    name: str
+    device: str
+    step_seconds: list[float]
+    completions: list[int]
+    tokens: list[int]
+    num_parameters: int
+    reward_seconds: list[float] = field(default_factory=list)
+    mean_reward: float = float("nan")
+
+    @property
+    def seconds_per_step(self) -> float:
+        return float(np.mean(self.step_seconds))
+
+    @property
+    def median_seconds_per_step(self) -> float:
+        return float(np.median(self.step_seconds))
+
+    @property
+    def completions_per_second(self) -> float:
+        return float(np.sum(self.completions) / np.sum(self.step_seconds))
+
+    @property
+    def tokens_per_second(self) -> float:
+        return float(np.sum(self.tokens) / np.sum(self.step_seconds))
+
+    @property
+    def completions_per_second_without_reward(self) -> float:
+        """Throughput with the reward function's time taken out (NaN when it was not timed)."""
+        if not self.reward_seconds:
+            return float("nan")
+        return float(np.sum(self.completions) / (np.sum(self.step_seconds) - np.sum(self.reward_seconds)))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "seconds_per_step": self.seconds_per_step,
+            "median_seconds_per_step": self.median_seconds_per_step,
+            "completions_per_second": self.completions_per_second,
+            "tokens_per_second": self.tokens_per_second,
+            "completions_per_second_without_reward": self.completions_per_second_without_reward,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when available) -> a torch device."""
+    if name not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device {name!r} is not supported; accepted: cpu, cuda, auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device here; use --device cpu")
+    return torch.device(name)
+
+
+def _check_steps(warmup: int, steps: int) -> None:
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup={warmup!r} must be an int >= 1 (the first step carries one-off setup costs)")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be an int >= 1")
+
+
+def _synchronize(device: torch.device) -> None:
+    # CUDA work is asynchronous: a timestamp only means something once the queued kernels have run
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _maybe_profile(enabled: bool, top: int = 35) -> Iterator[None]:
+    """cProfile the block and print the top functions by cumulative and by own time."""
+    if not enabled:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        for order in ("cumulative", "tottime"):
+            stream = io.StringIO()
+            pstats.Stats(profiler, stream=stream).sort_stats(order).print_stats(top)
+            print(f"\n--- cProfile of the rlopt steps, sorted by {order} ---\n{stream.getvalue()}")
+
+
+# --- rlopt -------------------------------------------------------------------------------------------------------
+
+
+def rlopt_config(spec: BenchSpec, device: torch.device, logdir: str) -> Any:
+    """The GRPO config of the rlopt side: the transformer, P x G episodes, 8-token episodes, one update per batch.
+
+    The env keeps its level-1 buffer (32 tokens, the transformer's context); ``max_episode_steps`` caps every
+    episode at ``max_new_tokens`` generated tokens (an env ``max_length`` of prompt + 8 cannot work: prompts vary in
+    length and the env only draws problems whose gold completion fits the buffer).
+    """
+    from rlopt import api
+
+    return api.make_config(
+        "grpo",
+        ENV_ID,
+        env_kwargs={"level": spec.level},
+        architecture="transformer",
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        model_dim=spec.model_dim,
+        num_prompts=spec.num_prompts,
+        group_size=spec.group_size,
+        max_episode_steps=spec.max_new_tokens,
+        update_epochs=1,
+        num_minibatches=1,
+        kl_coef=0.0,
+        learning_rate=spec.learning_rate,
+        max_grad_norm=spec.max_grad_norm,
+        clip_coef=spec.clip_coef,
+        seed=spec.seed,
+        device=str(device),
+        logdir=logdir,
+        run_name="bench_math_rlopt",
+        progress=False,
+        # no evaluation or checkpoint inside the timed loop (the final ones come after the last timed step)
+        eval_every=10**12,
+        checkpoint_every=10**12,
+        eval_episodes=8,
+        total_steps=10**12,
+    )
+
+
+def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, profile: bool = False) -> SideResult:
+    """Run rlopt's own GRPO training loop (``rlopt.grpo.train``) for ``warmup + steps`` iterations and time them.
+
+    The loop is the real one; a :class:`~rlopt.session.TrainingSession` subclass only records a timestamp at the end
+    of each iteration and stops the run after the last one.
+    """
+    from unittest import mock
+
+    from rlopt import grpo
+    from rlopt.session import TrainingSession
+
+    _check_steps(warmup, steps)
+    stamps: list[float] = []
+    sampled: list[int] = []
+    returns: list[float] = []
+    total = warmup + steps
+    profiler_context = _maybe_profile(profile)
+    entered: list[bool] = []
+
+    class TimedSession(TrainingSession):
+        """Stops after ``total`` iterations; timestamps each iteration's end."""
+
+        def advance(self, steps: int, postfix: dict[str, float] | None = None) -> None:
+            super().advance(steps, postfix)
+            _synchronize(device)
+            stamps.append(time.perf_counter())
+            sampled.append(int(steps))
+            returns.append(float((postfix or {}).get("ret", float("nan"))))
+            if profile and self.iteration == warmup:  # profile the measured iterations only
+                profiler_context.__enter__()
+                entered.append(True)
+            if entered and self.iteration == total:
+                profiler_context.__exit__(None, None, None)
+                entered.clear()
+
+        @property
+        def done(self) -> bool:
+            return self.iteration >= total
+
+    with tempfile.TemporaryDirectory() as logdir:
+        config = rlopt_config(spec, device, logdir)
+        with mock.patch.object(grpo, "TrainingSession", TimedSession):
+            policy, _ = grpo.train(config)
+    if len(stamps) != total:
+        raise RuntimeError(f"rlopt ran {len(stamps)} iterations, expected {total}")
+    return SideResult(
+        name="rlopt",
+        device=str(device),
+        step_seconds=np.diff(stamps[warmup - 1 :]).tolist(),
+        completions=[spec.completions_per_step] * steps,
+        tokens=sampled[warmup:],
+        num_parameters=sum(parameter.numel() for parameter in policy.parameters()),
+        mean_reward=float(np.mean(returns[warmup:])),
+    )
+
+
+# --- TRL ---------------------------------------------------------------------------------------------------------
+
+
+def trl_available() -> str | None:
+    """None when trl, transformers, datasets and tokenizers import; else a message saying how to install them."""
+    missing = []
+    for module in ("trl", "transformers", "datasets", "tokenizers"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if not missing:
+        return None
+    return (
+        f"TRL half skipped: {', '.join(missing)} not installed. Install the benchmark extra with "
+        "`pip install -e .[bench-trl]` (trl, transformers, datasets) to compare against TRL's GRPOTrainer."
+    )
+
+
+def math_tokenizer() -> Any:
+    """A Hugging Face fast tokenizer whose ids are exactly rlopt's math vocabulary (built locally, no download).
+
+    Single characters are split one by one; ``<think>``, ``</think>`` and ``<answer>`` are whole (non-special, so
+    decoding keeps them) tokens; ``<pad>`` (0) and ``<eos>`` (23) are the special padding and end tokens.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    from envs.math_reasoning import VOCAB
+
+    backend = Tokenizer(WordLevel({token: index for index, token in enumerate(VOCAB)}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_tokens([AddedToken(token, special=False, normalized=False) for token in VOCAB if len(token) > 1])
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in ("<pad>", "<eos>")])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
+
+
+def math_model(spec: BenchSpec, context_length: int) -> Any:
+    """A randomly initialised GPT-2 of the spec's size over the math vocabulary (no dropout, untied output layer)."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from envs.math_reasoning import EOS, PAD, VOCAB_SIZE
+
+    config = GPT2Config(
+        vocab_size=VOCAB_SIZE,
+        n_positions=context_length,
+        n_embd=spec.model_dim,
+        n_layer=spec.num_layers,
+        n_head=spec.num_heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    # the env ends an episode on <eos> and on PAD; TRL stops (and masks) a completion at any of these ids
+    model.generation_config.eos_token_id = [EOS, PAD]
+    return model
+
+
+class MathReward:
+    """TRL reward function: rlopt's verifier (``score_completion``) on each completion; times itself.
+
+    TRL calls it with the prompt texts and the completion token ids (cut after the first stop token); ids are
+    rlopt's vocabulary ids, decoded with PAD kept so that ``score_completion`` cuts the episode where the env would.
+    """
+
+    __name__ = "rlopt_score_completion"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, int, float]] = []  # (seconds, generated tokens, mean reward) per call
+
+    def __call__(self, prompts: list[str], completion_ids: list[list[int]], **_: Any) -> list[float]:
+        from envs.math_reasoning import decode, score_completion
+
+        start = time.perf_counter()
+        rewards = [
+            score_completion(prompt, decode(ids, skip_pad=False))[0] if len(ids) else 0.0
+            for prompt, ids in zip(prompts, completion_ids, strict=True)
+        ]
+        tokens = sum(len(ids) for ids in completion_ids)
+        self.calls.append((time.perf_counter() - start, tokens, float(np.mean(rewards)) if rewards else 0.0))
+        return rewards
+
+
+def bench_trl(spec: BenchSpec, warmup: int, steps: int, device: torch.device) -> SideResult:
+    """Train TRL's ``GRPOTrainer`` on the same task and model size for ``warmup + steps`` optimizer steps."""
+    import transformers
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from envs.math_reasoning import DEFAULT_MAX_LENGTH, generate_problems
+
+    _check_steps(warmup, steps)
+    transformers.logging.set_verbosity_error()
+    total = warmup + steps
+    seeds = np.arange(total * spec.num_prompts) + TRL_PROMPT_SEED_OFFSET + spec.seed
+    prompts = [problem.question for problem in generate_problems(spec.level, seeds.tolist())]
+    dataset = Dataset.from_dict({"prompt": prompts})
+    reward = MathReward()
+    stamps: list[float] = []
+    calls_at_step: list[int] = []
+
+    class Timestamps(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            _synchronize(device)
+            stamps.append(time.perf_counter())
+            calls_at_step.append(len(reward.calls))
+
+    with tempfile.TemporaryDirectory() as output_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notes on argument names
+        args = GRPOConfig(
+            output_dir=output_dir,
+            # one generation batch of P x G completions = one optimizer step over all of them, one forward/backward
+            per_device_train_batch_size=spec.completions_per_step,
+            gradient_accumulation_steps=1,
+            num_generations=spec.group_size,
+            num_iterations=1,
+            max_completion_length=spec.max_new_tokens,
+            beta=0.0,
+            epsilon=spec.clip_coef,
+            loss_type="grpo",
+            scale_rewards="group",
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            learning_rate=spec.learning_rate,
+            lr_scheduler_type="constant",
+            max_grad_norm=spec.max_grad_norm,
+            max_steps=total,
+            # fp32 and no activation recomputation, like rlopt (TRL defaults to bf16 and gradient checkpointing)
+            bf16=False,
+            gradient_checkpointing=False,
+            use_cpu=device.type == "cpu",
+            seed=spec.seed,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = GRPOTrainer(
+            model=math_model(spec, DEFAULT_MAX_LENGTH[spec.level]),
+            reward_funcs=reward,
+            args=args,
+            train_dataset=dataset,
+            processing_class=math_tokenizer(),
+            callbacks=[Timestamps()],
+        )
+        trainer.remove_callback(PrinterCallback)  # metrics are still computed and logged, just not printed
+        trainer.train()
+    if len(stamps) != total:
+        raise RuntimeError(f"TRL ran {len(stamps)} optimizer steps, expected {total}")
+    # the reward function runs once per generation batch, i.e. once per step here
+    per_step = [reward.calls[calls_at_step[index] - 1] for index in range(warmup, total)]
+    return SideResult(
+        name="trl",
+        device=str(trainer.accelerator.device),
+        step_seconds=np.diff(stamps[warmup - 1 :]).tolist(),
+        completions=[spec.completions_per_step] * steps,
+        tokens=[tokens for _, tokens, _ in per_step],
+        num_parameters=sum(parameter.numel() for parameter in trainer.model.parameters()),
+        reward_seconds=[seconds for seconds, _, _ in per_step],
+        mean_reward=float(np.mean([value for _, _, value in per_step])),
+    )
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+
+def format_result(result: SideResult) -> str:
+    line = (
+        f"{result.name:<6} [{result.device}] {result.seconds_per_step:7.3f} s/step (median "
+        f"{result.median_seconds_per_step:.3f}), {result.completions_per_second:8.1f} completions/s, "
+        f"{result.tokens_per_second:8.1f} generated tokens/s, {np.mean(result.tokens):6.1f} tokens/step, "
+        f"mean reward {result.mean_reward:.3f}, {result.num_parameters:,} parameters"
+    )
+    if result.reward_seconds:
+        line += (
+            f"\n       reward function {np.mean(result.reward_seconds):.3f} s/step; without it "
+            f"{result.completions_per_second_without_reward:8.1f} completions/s"
+        )
+    return line
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="Measured steps per side (default: 10).")
+    parser.add_argument("--warmup", type=int, default=3, help="Warm-up steps per side, not measured (default: 3).")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu).")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU), same for both (default: 1).")
+    parser.add_argument("--side", choices=("both", "rlopt", "trl"), default="both", help="Which side(s) to run.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of both runs (default: 0).")
+    parser.add_argument("--profile", action="store_true", help="cProfile rlopt's measured steps and print the top.")
+    parser.add_argument("--json", help="Also write the results to this JSON file.")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads} must be >= 1")
+    if args.steps < 1 or args.warmup < 1:
+        parser.error(f"--steps {args.steps} and --warmup {args.warmup} must both be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    from rlopt.runs import machine_description
+
+    torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    spec = BenchSpec(seed=args.seed)
+    command = "python " + " ".join(shlex.quote(part) for part in [sys.argv[0], *(argv or sys.argv[1:])])
+    versions = {"torch": torch.__version__}
+    missing = trl_available() if args.side != "rlopt" else None
+    if args.side != "rlopt" and missing is None:
+        import transformers
+        import trl
+
+        versions.update(trl=trl.__version__, transformers=transformers.__version__)
+    print(f"GRPO on {ENV_ID} level {spec.level}: rlopt vs TRL GRPOTrainer")
+    print(f"machine: {machine_description()}")
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, versions: {versions}")
+    print(f"command: {command}")
+    print(
+        f"{spec.num_prompts} prompts x {spec.group_size} samples/step, <= {spec.max_new_tokens} new tokens, "
+        f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, beta=0, one update per step; "
+        f"{args.warmup} warm-up + {args.steps} measured steps per side\n"
+    )
+    results: dict[str, SideResult] = {}
+    if args.side in ("both", "rlopt"):
+        results["rlopt"] = bench_rlopt(spec, args.warmup, args.steps, device, profile=args.profile)
+        print(format_result(results["rlopt"]))
+    if args.side in ("both", "trl"):
+        if missing is not None:
+            print(missing)
+        else:
+            results["trl"] = bench_trl(spec, args.warmup, args.steps, device)
+            print(format_result(results["trl"]))
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": machine_description(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "spec": asdict(spec),
+        "results": {name: result.summary() for name, result in results.items()},
+    }
+    if "rlopt" in results and "trl" in results:
+        ratio = results["rlopt"].completions_per_second / results["trl"].completions_per_second
+        ratio_without = results["rlopt"].completions_per_second / results["trl"].completions_per_second_without_reward
+        verdict = "meets" if ratio >= TARGET_RATIO else "is below"
+        print(
+            f"\nrlopt / TRL completions per second: {ratio:.2f}x ({verdict} the {TARGET_RATIO:g}x target); "
+            f"{ratio_without:.2f}x against TRL without its reward-function time"
+        )
+        report.update(ratio=ratio, ratio_without_reward=ratio_without)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

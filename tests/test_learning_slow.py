@@ -1,0 +1,71 @@
+"""Long learning runs behind the README's results (`make test-slow`); each asserts a threshold on one seed.
+
+The README's tables report medians over seeds from `rlopt compare`; these runs guard that the presets keep
+reaching the thresholds of the GRPO and PPO issues.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlopt import api
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(
+    ("algo", "env_id", "metric", "threshold", "overrides"),
+    [
+        ("grpo", "rlopt/GridGame-Empty-5x5-v0", "eval/success_rate", 0.95, {"total_steps": 30_000}),
+        ("grpo", "rlopt/GridGame-DoorKey-5x5-v0", "eval/success_rate", 0.95, {}),
+        ("grpo", "rlopt/ArmReach-v0", "eval/success_rate", 0.8, {}),
+        ("grpo", "CartPole-v1", "eval/mean_reward", 475, {}),
+        ("ppo", "CartPole-v1", "eval/mean_reward", 475, {}),
+        ("ppo", "rlopt/GridGame-Empty-5x5-v0", "eval/success_rate", 0.95, {"total_steps": 50_000}),
+        ("ppo", "rlopt/GridGame-DoorKey-5x5-v0", "eval/success_rate", 0.95, {}),
+    ],
+)
+def test_preset_reaches_threshold(
+    algo: str, env_id: str, metric: str, threshold: float, overrides: dict, tmp_path: Path
+) -> None:
+    config = api.make_config(algo, env_id, logdir=str(tmp_path), progress=False, eval_episodes=64, **overrides)
+    _, summary = api.train(config)
+    assert summary[metric] >= threshold, summary
+
+
+def test_sft_then_grpo_solves_level_one_math(tmp_path: Path) -> None:
+    from rlopt.sft import SFTConfig, train_sft
+
+    sft = SFTConfig(
+        total_steps=3000,
+        batch_size=64,
+        learning_rate=3e-3,
+        logdir=str(tmp_path),
+        run_name="sft",
+        progress=False,
+        eval_episodes=256,
+    )
+    _, sft_summary = train_sft(sft)
+    config = api.make_config(
+        "grpo",
+        "rlopt/MathReasoning-v0",
+        init=str(tmp_path / "sft"),
+        total_steps=100_000,
+        learning_rate=1e-4,
+        update_epochs=1,
+        num_minibatches=1,
+        logdir=str(tmp_path),
+        run_name="grpo",
+        progress=False,
+        eval_episodes=256,
+    )
+    _, summary = api.train(config)
+    assert summary["eval/success_rate"] >= 0.9, (sft_summary, summary)
