@@ -1,0 +1,102 @@
+"""Smoke tests of scripts/bench_math.py: rlopt's half always; TRL's half only where trl is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs.math_reasoning import EOS, PAD, encode, generate_problems, gold_completion_tokens
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_math.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_math", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_math"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_math", None)
+
+
+TINY = {"num_prompts": 2, "group_size": 2, "num_layers": 1, "num_heads": 2, "model_dim": 16}
+
+
+def test_spec_rejects_bad_values(bench) -> None:
+    with pytest.raises(ValueError, match="group_size=1"):
+        bench.BenchSpec(group_size=1)
+    with pytest.raises(ValueError, match="model_dim=10"):
+        bench.BenchSpec(model_dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="num_prompts=0"):
+        bench.BenchSpec(num_prompts=0)
+    with pytest.raises(ValueError, match="accepted: cpu, cuda, auto"):
+        bench.resolve_device("tpu")
+    with pytest.raises(ValueError, match="warmup=0"):
+        bench.bench_rlopt(bench.BenchSpec(**TINY), warmup=0, steps=1, device=torch.device("cpu"))
+
+
+def test_rlopt_side_times_each_step(bench) -> None:
+    spec = bench.BenchSpec(**TINY)
+    result = bench.bench_rlopt(spec, warmup=1, steps=2, device=torch.device("cpu"))
+    assert result.name == "rlopt" and result.device == "cpu"
+    assert len(result.step_seconds) == len(result.cpu_seconds) == 2
+    assert all(seconds > 0 for seconds in result.step_seconds)
+    assert result.completions == [4, 4]
+    # every episode writes 1..max_new_tokens tokens
+    assert all(4 <= tokens <= 4 * spec.max_new_tokens for tokens in result.tokens)
+    assert result.completions_per_second == pytest.approx(4 / np.median(result.step_seconds))
+    assert np.isnan(result.completions_per_second_without_reward)
+    pooled = result.merge(result)
+    assert len(pooled.step_seconds) == 4 and pooled.seconds_per_step == pytest.approx(result.seconds_per_step)
+
+
+def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, capsys, tmp_path) -> None:
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)  # main's --threads must not leak out
+    monkeypatch.setattr(bench, "trl_available", lambda: "TRL half skipped: trl not installed")
+    full_size = bench.BenchSpec
+    monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
+    path = tmp_path / "bench.json"
+    report = bench.main(["--side", "both", "--warmup", "1", "--steps", "1", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert "TRL half skipped" in out and "rlopt  [cpu]" in out and f"torch threads: {threads}" in out
+    assert "command: python scripts/bench_math.py --side both" in out
+    assert set(report["results"]) == {"rlopt"} and "ratio" not in report
+    assert json.loads(path.read_text())["results"]["rlopt"]["completions"] == [4]
+
+
+def test_reward_applies_the_env_verifier(bench) -> None:
+    (problem,) = generate_problems(1, [7])
+    gold = gold_completion_tokens(problem).tolist()
+    reward = bench.MathReward()
+    rewards = reward([problem.question] * 4, [gold, gold[:8], [PAD], []])
+    # the gold completion earns accuracy 1 + format 0.1; a cut one, a PAD (ends a malformed episode) and nothing: 0
+    assert rewards == pytest.approx([1.1, 0.0, 0.0, 0.0])
+    assert gold[-1] == EOS and reward.calls[0][1] == len(gold) + 8 + 1
+
+
+def test_trl_tokenizer_uses_the_env_vocabulary(bench) -> None:
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("transformers")
+    tokenizer = bench.math_tokenizer()
+    text = "37+48<think>37+48=85</think><answer>85<eos>"
+    assert tokenizer(text)["input_ids"] == encode(text).tolist()
+    assert tokenizer.pad_token_id == PAD and tokenizer.eos_token_id == EOS
+    assert tokenizer.decode(encode(text).tolist(), skip_special_tokens=True) == text.replace("<eos>", "")
+
+
+def test_trl_side_runs_one_step(bench) -> None:
+    pytest.importorskip("trl")
+    spec = bench.BenchSpec(**TINY)
+    result = bench.bench_trl(spec, warmup=1, steps=1, device=torch.device("cpu"))
+    assert result.name == "trl" and result.device == "cpu"
+    assert result.completions == [4] and len(result.reward_seconds) == 1
+    assert 4 <= result.tokens[0] <= 4 * spec.max_new_tokens
+    assert result.completions_per_second_without_reward >= result.completions_per_second
