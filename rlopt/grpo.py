@@ -143,10 +143,7 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     try:
         while not session.done:
             # --- rollout ---
-            if config.lr_schedule == "linear":
-                fraction = 1.0 - session.env_steps / config.total_steps
-                for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * max(fraction, 0.0)
+            session.schedule_learning_rate(optimizer, config.learning_rate, config.lr_schedule)
             rollout, sampled_steps, dropped = _grouped_rollout(config, session, env, policy, max_steps, device)
 
             # --- advantages ---

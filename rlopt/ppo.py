@@ -106,10 +106,7 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
 
     try:
         while not session.done:
-            if config.lr_schedule == "linear":
-                fraction = 1.0 - session.env_steps / config.total_steps
-                for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * max(fraction, 0.0)
+            session.schedule_learning_rate(optimizer, config.learning_rate, config.lr_schedule)
             # --- rollout ---
             rollout = collector.collect(policy, config.num_steps)
 

@@ -166,6 +166,13 @@ class TrainingSession:
             if postfix:
                 self.progress.set_postfix({key: f"{value:.3g}" for key, value in postfix.items()}, refresh=False)
 
+    def schedule_learning_rate(self, optimizer: torch.optim.Optimizer, base: float, schedule: str) -> None:
+        """Set the learning rate for the coming update: constant, or linear decay to 0 over ``total_steps``."""
+        if schedule == "linear":
+            fraction = max(1.0 - self.env_steps / self.config.total_steps, 0.0)
+            for group in optimizer.param_groups:
+                group["lr"] = base * fraction
+
     def log(self, values: dict[str, Any]) -> None:
         assert self.logger is not None, "call start() first"
         self.logger.scalars(values, self.env_steps)
