@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 from rlopt.logger import mean_or_nan
 from rlopt.rollout import collect_groups
-from rlopt.vector import episode_step_limit, make_vector_env
+from rlopt.vector import episode_step_limit, is_batched, make_vector_env
 
 #: Training draws start seeds below this value; evaluation uses seeds from it upward, so they never overlap.
 EVAL_SEED_BASE = 2**30
@@ -84,6 +84,8 @@ class Evaluator:
     def showcase(self, policy: Any, seed: int | None = None) -> tuple[str, Any] | None:
         """One deterministic episode on the first held-out seed, rendered for TensorBoard: ``("image", final
         frame)`` for ``rgb_array`` envs, ``("text", decoded episode)`` for ``ansi`` envs, None otherwise."""
+        if not is_batched(self.env_id):
+            return None  # third-party renderers (pygame, MuJoCo) may need a display; rlopt's envs draw in numpy
         modes = self.env.metadata.get("render_modes", [])
         mode = "rgb_array" if "rgb_array" in modes else "ansi" if "ansi" in modes else None
         if mode is None:
