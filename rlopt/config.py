@@ -123,8 +123,32 @@ def _is_tuple_type(hint: Any) -> bool:
 
 
 @dataclass
-class PolicyOptions:
-    """The policy-network options shared by rlopt's own trainers (GRPO, PPO); mixed into their configs."""
+class TransformerOptions:
+    """Token-transformer and Mixture-of-Experts options, shared by every config that builds such a policy
+    (GRPO and PPO through :class:`PolicyOptions`, and the supervised cold start)."""
+
+    num_layers: int = option(2, "Transformer blocks (architecture=transformer).")
+    num_heads: int = option(4, "Transformer attention heads; must divide model_dim.")
+    model_dim: int = option(128, "Transformer width.")
+    context_length: int = option(
+        0,
+        "Transformer positions; 0 = the observation length. Set it to the longest level you will train on "
+        "(e.g. 160) to continue on harder math levels.",
+    )
+    temperature: float = option(1.0, "Sampling temperature of the transformer's token distribution.")
+    top_p: float = option(1.0, "Nucleus (top-p) sampling of the transformer, in (0, 1].")
+    num_experts: int = option(0, "Mixture-of-Experts experts in the policy (0 = dense).")
+    top_k: int = option(2, "Mixture-of-Experts experts per input.")
+    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]  (RunConfig's, through the MRO)
+        check_range("aux_loss_coef", self.aux_loss_coef, 0.0)
+
+
+@dataclass
+class PolicyOptions(TransformerOptions):
+    """The policy-network options of rlopt's own trainers (GRPO, PPO); mixed into their configs."""
 
     hidden_sizes: tuple[int, ...] = option((64, 64), "Hidden layer sizes of the policy (and critic) MLP.")
     activation: str = option("tanh", "Activation of the networks.", ("tanh", "relu", "gelu"))
@@ -134,20 +158,10 @@ class PolicyOptions:
         "as numbers, like SB3's MlpPolicy) or transformer (causal transformer with a KV cache, token envs).",
         ("auto", "mlp", "transformer"),
     )
-    num_layers: int = option(2, "Transformer blocks (architecture=transformer).")
-    num_heads: int = option(4, "Transformer attention heads; must divide model_dim.")
-    model_dim: int = option(128, "Transformer width.")
-    context_length: int = option(0, "Transformer positions; 0 = the observation length.")
-    temperature: float = option(1.0, "Sampling temperature of the transformer's token distribution.")
-    top_p: float = option(1.0, "Nucleus (top-p) sampling of the transformer, in (0, 1].")
-    num_experts: int = option(0, "Mixture-of-Experts experts in the policy trunk (0 = dense).")
-    top_k: int = option(2, "Mixture-of-Experts experts per input.")
-    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
     init: str | None = option(None, "Start from this checkpoint's policy weights (its architecture wins), e.g. SFT.")
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # type: ignore[misc]  (RunConfig's, through the MRO)
-        check_range("aux_loss_coef", self.aux_loss_coef, 0.0)
+        super().__post_init__()
         try:
             self.policy_spec(value_head=False)
         except ValueError as error:

@@ -35,7 +35,7 @@ from gymnasium.vector import AutoresetMode
 from agents import PolicySpec, make_policy
 from envs.math_reasoning import gold_completions
 from rlopt.cli import add_config_arguments
-from rlopt.config import ConfigError, RunConfig, check_choice, check_range, option
+from rlopt.config import ConfigError, RunConfig, TransformerOptions, check_choice, check_range, option
 from rlopt.math_eval import MATH_ENV_ID, math_metrics, samples_markdown, scalar_metrics
 from rlopt.runs import SUMMARY_FILE, write_json_atomic
 from rlopt.session import TrainingSession
@@ -48,7 +48,7 @@ TRAIN_SEED_BOUND = 2**30
 
 
 @dataclass
-class SFTConfig(RunConfig):
+class SFTConfig(TransformerOptions, RunConfig):
     """Every supervised cold-start hyperparameter; each becomes an ``rlopt sft`` option."""
 
     env_id: str = option(MATH_ENV_ID, "Gymnasium id of a math reasoning environment (it provides gold completions).")
@@ -67,19 +67,6 @@ class SFTConfig(RunConfig):
     warmup_steps: int = option(100, "Steps of linear learning-rate warmup from 0.")
     weight_decay: float = option(0.01, "AdamW weight decay (on matrices only, not on biases, norms or embeddings).")
     max_grad_norm: float = option(1.0, "Gradient-norm clipping threshold.")
-    num_layers: int = option(2, "Transformer blocks.")
-    num_heads: int = option(4, "Attention heads per block; must divide model_dim.")
-    model_dim: int = option(128, "Transformer width.")
-    context_length: int = option(
-        0,
-        "Transformer positions; 0 = this level's observation length. Set it to the "
-        "longest level you will train on (e.g. 160) to continue on harder levels.",
-    )
-    temperature: float = option(1.0, "Sampling temperature stored with the policy (its pass@k and RL sampling).")
-    top_p: float = option(1.0, "Nucleus-sampling top_p stored with the policy (its pass@k and RL sampling).")
-    num_experts: int = option(0, "Mixture-of-Experts feed-forward blocks with this many experts (0 = dense).")
-    top_k: int = option(2, "Mixture-of-Experts experts per token.")
-    aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
     pass_k: int = option(4, "k of pass@k in the final evaluation (2k samples per problem); 0 skips it.")
 
     def __post_init__(self) -> None:
@@ -91,7 +78,6 @@ class SFTConfig(RunConfig):
         check_range("warmup_steps", self.warmup_steps, 0)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
-        check_range("aux_loss_coef", self.aux_loss_coef, 0.0)
         check_range("pass_k", self.pass_k, 0)
         # the problem source is part of the env's arguments (it sets the observation length), so it is stored
         # there: a checkpoint then rebuilds its env, and its policy, from config["env_kwargs"] alone
