@@ -12,6 +12,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,11 +28,31 @@ from rlopt.config import ConfigError, check_range, option
 from rlopt.report import ERROR_FILE, format_table, load_runs, write_report
 
 ALGOS = ("grpo", "ppo", "sb3_ppo")
+# A compared entry is an algorithm or a named variant of one, ALGO@NAME (e.g. grpo@cot), trained by ALGO with the
+# variant's own --override values; the name keeps its runs, curves and rows apart from the plain algorithm's.
+VARIANT_SEPARATOR = "@"
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 TB_DIR = "tb"
 # Settings each job gets from the comparison itself, which per-algo overrides may not change.
 OWNED_BY_COMPARE = ("env_id", "seed", "total_steps", "logdir", "run_name")
 
 TrainFn = Callable[..., dict]
+
+
+def base_algo(label: str) -> str:
+    """The algorithm that trains a compared entry: ``grpo@cot`` -> ``grpo``, ``ppo`` -> ``ppo``."""
+    return label.partition(VARIANT_SEPARATOR)[0]
+
+
+def _check_algo_label(label: str) -> None:
+    algo, separator, name = label.partition(VARIANT_SEPARATOR)
+    if algo not in ALGOS:
+        raise ConfigError(
+            f"algo {label!r} is not accepted; choose from {', '.join(ALGOS)}, or name a variant ALGO@NAME such as "
+            "grpo@cot"
+        )
+    if separator and not _VARIANT_NAME.fullmatch(name):
+        raise ConfigError(f"variant {label!r}: the name after '@' must be letters, digits, '_' or '-', e.g. grpo@cot")
 
 
 def default_jobs() -> int:
@@ -44,7 +65,11 @@ class CompareConfig:
     """What to compare and where to write it."""
 
     envs: list[str] = option([], "Gymnasium ids to train on (module:id imports the module first).")
-    algos: list[str] = option(list(ALGOS), "Algorithms to compare, from grpo, ppo (rlopt's own) and sb3_ppo.")
+    algos: list[str] = option(
+        list(ALGOS),
+        "Algorithms to compare, from grpo, ppo (rlopt's own) and sb3_ppo; ALGO@NAME adds a named variant of ALGO "
+        "whose settings come from --override ALGO@NAME.FIELD=VALUE.",
+    )
     seeds: int = option(3, "Seeds per (env, algo): seeds 0 .. N-1.")
     total_steps: int = option(100_000, "Environment steps per run.")
     env_steps: dict = option({}, "Per-env step budgets that override total_steps, e.g. {'CartPole-v1': 50000}.")
@@ -67,8 +92,7 @@ class CompareConfig:
         if not self.algos:
             raise ConfigError(f"algos is empty; choose from {', '.join(ALGOS)}")
         for algo in self.algos:
-            if algo not in ALGOS:
-                raise ConfigError(f"algo {algo!r} is not accepted; choose from {', '.join(ALGOS)}")
+            _check_algo_label(algo)
         _check_no_duplicates("algos", self.algos)
         check_range("seeds", self.seeds, 1)
         check_range("total_steps", self.total_steps, 1)
@@ -78,8 +102,11 @@ class CompareConfig:
             check_range(f"env_steps[{env_id!r}]", steps, 1)
         check_range("jobs", self.jobs, 1)
         check_range("success_threshold", self.success_threshold, 0, 1)
-        if self.reference_algo not in ALGOS:
-            raise ConfigError(f"reference_algo={self.reference_algo!r} is not accepted; choose from {', '.join(ALGOS)}")
+        if self.reference_algo not in ALGOS and self.reference_algo not in self.algos:
+            raise ConfigError(
+                f"reference_algo={self.reference_algo!r} is not accepted; choose from {', '.join(ALGOS)} or one of "
+                f"the compared entries {self.algos}"
+            )
         if not isinstance(self.overrides, dict):
             raise ConfigError(f"overrides must be a dict {{algo: {{field: value}}}}, got {self.overrides!r}")
         for algo, values in self.overrides.items():
@@ -176,7 +203,7 @@ def _run_job(
     try:
         train = train_fn if train_fn is not None else _default_train_fn()
         summary = train(
-            algo=job.algo,
+            algo=base_algo(job.algo),
             env_id=job.env_id,
             seed=job.seed,
             total_steps=total_steps,
@@ -349,7 +376,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help=_help("success_threshold"),
     )
     parser.add_argument(
-        "--reference-algo", default=_default("reference_algo"), choices=ALGOS, help=_help("reference_algo")
+        "--reference-algo", default=_default("reference_algo"), metavar="ALGO", help=_help("reference_algo")
     )
     parser.add_argument(
         "--override",

@@ -123,11 +123,15 @@ def _clock_origin(curves: dict[str, ScalarCurve], summary: dict | None, first_ev
 
 
 def _identity(name: str, config: dict | None, summary: dict | None) -> tuple[str, str, int] | None:
+    parts = name.split("__")
     for source in (config, summary):
         if source and {"env_id", "algo", "seed"} <= set(source):
-            return str(source["env_id"]), str(source["algo"]), int(source["seed"])
+            algo = str(source["algo"])
+            # rlopt compare names a variant's folders <env>__<algo>@<name>__<seed>; the JSON knows only the algo
+            if len(parts) >= 3 and parts[1].startswith(algo + "@"):
+                algo = parts[1]
+            return str(source["env_id"]), algo, int(source["seed"])
     # No JSON to go by (the job failed before writing config.json): <env slug>__<algo>__<seed>[__<time>].
-    parts = name.split("__")
     if len(parts) >= 3 and parts[2].isdigit():
         return parts[0], parts[1], int(parts[2])
     return None
@@ -171,7 +175,8 @@ def load_runs(tb_dir: str | Path) -> list[RunRecord]:
 
 
 def _algo_rank(algo: str) -> int:
-    return ALGO_ORDER.index(algo) if algo in ALGO_ORDER else len(ALGO_ORDER)
+    base = algo.partition("@")[0]  # a compare variant ALGO@NAME sorts after its algorithm
+    return ALGO_ORDER.index(base) if base in ALGO_ORDER else len(ALGO_ORDER)
 
 
 # --- analysis ------------------------------------------------------------------------------------------------------
@@ -520,7 +525,8 @@ def _hyperparameter_lines(records: Sequence[RunRecord]) -> list[str]:
         "## Which algorithm each row is",
         "",
         "`ppo` is rlopt's own PPO, `sb3_ppo` is stable-baselines3's PPO run through rlopt's adapter, `grpo` is "
-        "rlopt's critic-free GRPO. Hyperparameters as each run recorded them in its summary.json:",
+        "rlopt's critic-free GRPO; `ALGO@NAME` is a variant of ALGO with the settings listed for it. "
+        "Hyperparameters as each run recorded them in its summary.json:",
         "",
     ]
     for algo in _ordered_algos(records):

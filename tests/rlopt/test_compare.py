@@ -42,7 +42,7 @@ def fake_train(algo, env_id, seed, total_steps, logdir, run_name=None, overrides
         {"algo": algo, "env_id": env_id, "seed": seed, "config": {"total_steps": total_steps}, "versions": {}},
     )
     writer = SummaryWriter(log_dir=str(run_dir))
-    final = FAKE_FINAL[algo] + seed
+    final = FAKE_FINAL[algo] + seed + overrides.get("bonus", 0.0)
     for step in range(0, total_steps + 1, 200):
         fraction = step / total_steps
         writer.add_scalar("rollout/ep_rew_mean", final * fraction * 0.8, step)
@@ -76,6 +76,9 @@ def _calls(out: Path) -> list[str]:
         ({"envs": ["NoSuchEnv-v9"]}, "unknown environment id 'NoSuchEnv-v9'"),
         ({"algos": ["grpo", "a2c"]}, "algo 'a2c' is not accepted"),
         ({"algos": ["ppo", "ppo"]}, r"algos lists \['ppo'\] more than once"),
+        ({"algos": ["grpo", "a2c@fast"]}, "algo 'a2c@fast' is not accepted"),
+        ({"algos": ["grpo", "grpo@a.b"]}, "the name after '@'"),
+        ({"reference_algo": "grpo@cot"}, "reference_algo='grpo@cot' is not accepted"),
         ({"seeds": 0}, "seeds=0"),
         ({"overrides": {"sb3_ppo": {"n_envs": 2}}}, "overrides name 'sb3_ppo'"),
         ({"overrides": {"ppo": {"seed": 3}}}, r"sets \['seed'\]"),
@@ -255,3 +258,20 @@ def test_real_sb3_compare_on_cartpole(tmp_path: Path, capsys):
     assert (tmp_path / "plots" / "curves_CartPole-v1.png").is_file()
     printed = capsys.readouterr().out
     assert "[2/2] CartPole-v1 sb3_ppo seed" in printed and "report:" in printed
+
+
+def test_compare_variants_of_one_algorithm(tmp_path: Path):
+    """ALGO@NAME entries train with ALGO and their own overrides, and get their own runs, rows and P(improvement)."""
+    config = CompareConfig(
+        envs=["CartPole-v1"], algos=["grpo", "grpo@worse", "ppo"], seeds=2, total_steps=1000, out=str(tmp_path),
+        jobs=1, overrides={"grpo@worse": {"bonus": -8.0}}, reference_algo="grpo@worse",
+    )  # fmt: skip
+    run_compare(config, train_fn=fake_train)
+    assert runs.read_json(tmp_path / "tb" / "CartPole-v1__grpo@worse__1" / runs.CONFIG_FILE)["algo"] == "grpo"
+    summary = runs.read_json(tmp_path / "summary.json")
+    means = {row["algo"]: row["mean"] for row in summary["table"]}
+    assert means == pytest.approx({"grpo": 10.5, "grpo@worse": 2.5, "ppo": 5.5})
+    records = load_runs(tmp_path / "tb")
+    improvements = {row["y"]: row["p"] for row in improvement_table(records, "grpo@worse")}
+    assert improvements == {"grpo": 0.0, "ppo": 0.0}
+    assert "`ALGO@NAME` is a variant" in (tmp_path / "report.md").read_text()
