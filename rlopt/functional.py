@@ -7,6 +7,8 @@ bad argument raises ``ValueError``/``TypeError`` naming the value and what is ac
 
 References:
     * GRPO, outcome and process supervision advantages: Shao et al., "DeepSeekMath", arXiv:2402.03300, sec. 4.1.
+    * Time-dependent baselines for the reward-to-go (``step_advantages``): Williams 1992 (REINFORCE); Greensmith,
+      Bartlett & Baxter, "Variance Reduction Techniques for Gradient Estimates in RL", JMLR 5, 2004.
     * DAPO (clip-higher, token-mean loss, dynamic sampling): Yu et al., arXiv:2503.14476.
     * Dr. GRPO (constant loss normaliser, no std scaling): Liu et al., "Understanding R1-Zero-Like Training",
       arXiv:2503.20783.
@@ -42,6 +44,7 @@ __all__ = [
     "masked_mean",
     "normalize",
     "process_advantages",
+    "step_advantages",
     "value_loss",
 ]
 
@@ -229,6 +232,69 @@ def process_advantages(step_rewards: Tensor, mask: Tensor, eps: float = 1e-6) ->
     # Reward-to-go along L: reverse cumulative sum.
     to_go = normalized.flip(-1).cumsum(dim=-1).flip(-1)
     return torch.where(live, to_go, torch.zeros_like(to_go))
+
+
+def step_advantages(
+    step_rewards: Tensor, mask: Tensor, scale_rewards: str = "group", eps: float = 1e-6
+) -> tuple[Tensor, dict[str, float]]:
+    """Group-relative reward-to-go advantages with a per-step group baseline (rlopt's ``advantage="step"``).
+
+    The advantage of member ``i`` at step ``t`` is its undiscounted reward-to-go ``R_t^i = sum_{j >= t} r_j^i``
+    minus the mean reward-to-go at step ``t`` over the group members still running at ``t``, divided by their
+    (unbiased) std at ``t`` (``"group"``), by the std of every centred reward-to-go of the batch (``"batch"``; a raw
+    std over all steps would measure how rewards change along the episode rather than between members), or by 1
+    (``"none"``). It stays critic-free and group-relative: the baseline is the group itself, only indexed by
+    time. Compared with outcome advantages, an action is no longer credited with the rewards earned *before* it,
+    and compared with :func:`process_advantages` the baseline follows how rewards change along the episode (dense
+    distance rewards shrink as an arm approaches its target, so a single group-wide mean makes late steps look good
+    for every member); both are classic variance reductions of the policy gradient that keep it unbiased
+    (Williams 1992; Greensmith et al. 2004). With one step per member it equals :func:`group_advantages`.
+
+    Args:
+        step_rewards: (P, G, L) float per-step rewards; values at masked positions are ignored.
+        mask: (P, G, L) bool, True where the step is valid (a member's valid steps come first).
+        scale_rewards: ``"group"``, ``"batch"`` or ``"none"``.
+        eps: non-negative constant added to the std.
+
+    Returns:
+        advantages: (P, G, L); 0 at masked positions and at steps where fewer than two members of the group are
+        running or where their rewards-to-go are all equal.
+        metrics: ``frac_step_zero_std``, the fraction of (group, step) pairs with at least one running member that
+        carry no signal.
+    """
+    _check_ndim(step_rewards, 3, "step_rewards", "(P, G, L)")
+    _check_float(step_rewards, "step_rewards")
+    _check_bool(mask, "mask")
+    _check_same_shape(step_rewards, "step_rewards", mask=mask)
+    _check_choice(scale_rewards, "scale_rewards", SCALE_REWARDS)
+    _check_coefficient(eps, "eps", 0.0, math.inf)
+
+    rewards = torch.where(mask, step_rewards, torch.zeros_like(step_rewards))
+    _check_finite(rewards, "step_rewards (valid positions)")
+    to_go = rewards.flip(-1).cumsum(dim=-1).flip(-1)  # (P, G, L); 0 past each member's end
+    count = mask.sum(dim=1, keepdim=True)  # (P, 1, L) members running at each step
+    mean = to_go.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centered = torch.where(mask, to_go - mean, torch.zeros_like(to_go))
+    high = torch.where(mask, to_go, torch.full_like(to_go, -math.inf)).amax(dim=1, keepdim=True)
+    low = torch.where(mask, to_go, torch.full_like(to_go, math.inf)).amin(dim=1, keepdim=True)
+    dead = (count < 2) | (high == low)  # (P, 1, L)
+    live = mask & ~dead
+    tiny = torch.finfo(rewards.dtype).tiny
+    if scale_rewards == "group":
+        variance = centered.square().sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
+        scale = torch.where(dead, torch.ones_like(variance), variance).clamp_min(tiny).sqrt() + eps
+    elif scale_rewards == "batch":
+        valid = centered[live]
+        batch_std = valid.std(correction=1) if valid.numel() > 1 else torch.zeros((), dtype=rewards.dtype)
+        scale = (batch_std + eps).clamp_min(tiny).expand_as(count).to(rewards.dtype)
+    else:
+        scale = torch.ones_like(mean)
+    advantages = torch.where(live, centered / scale, torch.zeros_like(centered))
+    started = count > 0
+    with torch.no_grad():
+        pairs = int(started.sum())
+        metrics = {"frac_step_zero_std": float((dead & started).sum()) / pairs if pairs else 0.0}
+    return advantages, metrics
 
 
 def dynamic_sampling_mask(signal: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from rlopt.functional import (
     masked_mean,
     normalize,
     process_advantages,
+    step_advantages,
     value_loss,
 )
 
@@ -160,6 +161,58 @@ def test_process_advantages_bad_input():
         process_advantages(torch.zeros(1, 2, 3), torch.ones(1, 2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\(P, G, L\)"):
         process_advantages(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+
+
+def _step_example() -> tuple[torch.Tensor, torch.Tensor]:
+    nan = math.nan
+    step_rewards = torch.tensor(
+        [
+            [[1.0, 0.0, 2.0], [0.0, 1.0, nan], [3.0, nan, nan]],  # ragged group, garbage at masked steps
+            [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [5.0, 5.0, 5.0]],  # equal rewards-to-go; third member masked out
+        ]
+    )
+    mask = torch.tensor(
+        [
+            [[T_, T_, T_], [T_, T_, F_], [T_, F_, F_]],
+            [[T_, T_, F_], [T_, T_, F_], [F_, F_, F_]],
+        ]
+    )
+    return step_rewards, mask
+
+
+def test_step_advantages_by_hand():
+    step_rewards, mask = _step_example()
+    advantages, metrics = step_advantages(step_rewards, mask, "group", eps=0.0)
+    # group 0 rewards-to-go: member 0 [3, 2, 2], member 1 [1, 1, -], member 2 [3, -, -]
+    # t=0: 3, 1, 3 -> mean 7/3, centred [2/3, -4/3, 2/3], unbiased std sqrt(4/3) = 1.154701
+    # t=1: 2, 1 -> mean 1.5, centred [0.5, -0.5], std sqrt(0.5) = 0.707107
+    # t=2: only member 0 runs -> no signal
+    expected = [
+        [[0.577350, 0.707107, 0.0], [-1.154701, -0.707107, 0.0], [0.577350, 0.0, 0.0]],
+        [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # group 1: equal at every step
+    ]
+    close(advantages, expected)
+    # (group, step) pairs with a running member: 3 in group 0 (1 dead), 2 in group 1 (both dead)
+    assert metrics["frac_step_zero_std"] == pytest.approx(3 / 5)
+
+    centred = [[[2 / 3, 0.5, 0.0], [-4 / 3, -0.5, 0.0], [2 / 3, 0.0, 0.0]], [[0.0] * 3] * 3]
+    unscaled, _ = step_advantages(step_rewards, mask, "none", eps=0.0)
+    close(unscaled, centred)
+    batch, _ = step_advantages(step_rewards, mask, "batch", eps=0.0)
+    live = torch.tensor([2 / 3, -4 / 3, 2 / 3, 0.5, -0.5])
+    close(batch, (torch.tensor(centred) / live.std(correction=1)).tolist())
+
+
+def test_step_advantages_gradients_finite_and_bad_input():
+    step_rewards, mask = _step_example()
+    step_rewards = torch.nan_to_num(step_rewards).requires_grad_(True)
+    for scale in ("group", "batch", "none"):
+        step_advantages(step_rewards, mask, scale, eps=0.0)[0].sum().backward()
+        assert torch.isfinite(step_rewards.grad).all()
+    with pytest.raises(TypeError, match="bool"):
+        step_advantages(torch.zeros(1, 2, 3), torch.ones(1, 2, 3))
+    with pytest.raises(ValueError, match="scale_rewards"):
+        step_advantages(torch.zeros(1, 2, 3), torch.ones(1, 2, 3, dtype=torch.bool), "median")
 
 
 # --- dynamic sampling, broadcast ---------------------------------------------------------------------------------
@@ -443,6 +496,17 @@ def test_process_with_one_step_equals_group_advantages(rewards: torch.Tensor):
     expected, _ = group_advantages(rewards, "group")
     actual = process_advantages(rewards[..., None], torch.ones(*rewards.shape, 1, dtype=torch.bool))
     torch.testing.assert_close(actual[..., 0], expected)
+
+
+@PROPERTY
+@given(rewards=reward_groups())
+def test_step_with_one_step_equals_group_advantages(rewards: torch.Tensor):
+    # "batch" differs on purpose: step_advantages divides by the std of the centred rewards-to-go (a raw std over
+    # all steps would measure how rewards change along the episode), group_advantages by the raw reward std (TRL)
+    for scale in ("group", "none"):
+        expected, _ = group_advantages(rewards, scale)
+        actual, _ = step_advantages(rewards[..., None], torch.ones(*rewards.shape, 1, dtype=torch.bool), scale)
+        torch.testing.assert_close(actual[..., 0], expected)
 
 
 @settings(max_examples=100, deadline=None)

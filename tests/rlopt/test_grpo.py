@@ -197,3 +197,25 @@ def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
     (checkpoint / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError, match="corrupt"):
         api.load_policy(checkpoint)
+
+
+def test_step_advantages_learn_on_the_arm(tmp_path: Path) -> None:
+    """The arm preset's per-step group baseline: the final distance-based reward improves clearly on the first
+    evaluation within 60k env steps (measured: -9.3 at the start, -7.4 at 60k)."""
+    config = api.make_config(
+        "grpo",
+        "rlopt/ArmReach-v0",
+        logdir=str(tmp_path),
+        run_name="run",
+        progress=False,
+        total_steps=60_000,
+        eval_every=20_000,
+        eval_episodes=32,
+        seed=0,
+    )
+    assert config.advantage == "step"
+    api.train(config)
+    scalars = _scalars(tmp_path / "run")
+    assert "train/frac_step_zero_std" in scalars
+    rewards = [value for _, value in scalars["eval/mean_reward"]]
+    assert rewards[-1] > rewards[0] + 1.0, rewards
