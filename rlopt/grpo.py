@@ -16,11 +16,15 @@ Where this departs from the paper:
    episode step limit).
 5. Dynamic sampling (DAPO) filters groups whose raw success signal is all equal (or whose returns are, for envs
    without a success signal) and refills with new seeds, at most ``max_resample`` extra rollouts per iteration.
+6. An optional difficulty curriculum (not in the paper; :mod:`rlopt.curriculum`) moves the env's ``level`` by the
+   success rate of recent training episodes, all sampled ones (before dynamic sampling filters them), so that
+   groups keep a mix of successes and failures and carry gradient.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,7 @@ from gymnasium.vector import AutoresetMode
 from agents import obs_to_tensor
 from rlopt import functional as F
 from rlopt.config import ConfigError, PolicyOptions, RunConfig, check_choice, check_range, option
+from rlopt.curriculum import Curriculum, curriculum_env_kwargs
 from rlopt.logger import mean_or_nan
 from rlopt.rollout import GroupedRollout, collect_groups, concatenate_groups, index_observations
 from rlopt.session import TrainingSession, build_policy
@@ -68,12 +73,26 @@ class GRPOConfig(PolicyOptions, RunConfig):
     advantage_eps: float = option(1e-6, "Epsilon added to the std when scaling advantages.")
     advantage: str = option(
         "outcome",
-        "outcome: episode return per group; process: per-step rewards (DeepSeekMath).",
-        ("outcome", "process"),
+        "outcome: episode return per group; process: per-step rewards normalised over the group (DeepSeekMath); "
+        "step: each step's reward-to-go against the group's mean reward-to-go at that step (for dense rewards).",
+        ("outcome", "process", "step"),
     )
     dynamic_sampling: bool = option(False, "DAPO dynamic sampling: drop groups with no reward variation and refill.")
     max_resample: int = option(4, "Dynamic sampling: at most this many extra rollouts per iteration to refill.")
     max_episode_steps: int = option(0, "Cap on episode length in a rollout; 0 = the env's registered time limit.")
+    curriculum: bool = option(
+        False,
+        "Difficulty curriculum for envs that take level= (rlopt/MathReasoning-*): start at env_kwargs level "
+        "(default 1), go up a level when the success rate of the last curriculum_window training episodes reaches "
+        "curriculum_promote_at, down when it falls to curriculum_demote_at. max_length is fixed for every level (the "
+        "longest level's default unless env_kwargs sets it) so the policy sees one observation length. Evaluation "
+        "stays at the start level, a fixed yardstick (logged as eval/level).",
+    )
+    curriculum_window: int = option(256, "Curriculum: training episodes at the current level that a decision uses.")
+    curriculum_promote_at: float = option(0.7, "Curriculum: window success rate at which the level rises.")
+    curriculum_demote_at: float = option(0.1, "Curriculum: window success rate at which the level falls.")
+    curriculum_min_level: int = option(1, "Curriculum: the lowest level it may fall to.")
+    curriculum_max_level: int = option(6, "Curriculum: the highest level it may rise to (the math env has 1-6).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,7 +103,7 @@ class GRPOConfig(PolicyOptions, RunConfig):
                 "group_size=1 cannot be normalised within its group (the std of one sample is undefined); "
                 "use group_size >= 2, or scale_rewards='batch' or 'none'"
             )
-        if self.group_size < 2 and self.advantage == "outcome":
+        if self.group_size < 2 and self.advantage in ("outcome", "step"):
             raise ConfigError("group_size=1 gives every episode zero group-relative advantage; use group_size >= 2")
         if self.dynamic_sampling and self.max_resample < 1:
             raise ConfigError("dynamic_sampling needs max_resample >= 1 (extra rollouts to refill dropped groups)")
@@ -108,8 +127,33 @@ class GRPOConfig(PolicyOptions, RunConfig):
         check_choice("loss_type", self.loss_type, ("grpo", "dapo", "dr_grpo"))
         check_choice("scale_rewards", self.scale_rewards, ("group", "batch", "none"))
         check_range("advantage_eps", self.advantage_eps, 0.0)
-        check_choice("advantage", self.advantage, ("outcome", "process"))
+        check_choice("advantage", self.advantage, ("outcome", "process", "step"))
         check_range("max_episode_steps", self.max_episode_steps, 0)
+        self._check_curriculum()
+
+    def _check_curriculum(self) -> None:
+        """Validate the curriculum options and, when it is on, fix ``level`` and ``max_length`` in ``env_kwargs``
+        (a derived value, so ``config.json`` and checkpoints rebuild the same observation space)."""
+        check_range("curriculum_window", self.curriculum_window, 1)
+        check_range("curriculum_promote_at", self.curriculum_promote_at, 0.0, 1.0)
+        check_range("curriculum_demote_at", self.curriculum_demote_at, 0.0, 1.0)
+        if self.curriculum_demote_at >= self.curriculum_promote_at:
+            raise ConfigError(
+                f"curriculum_demote_at={self.curriculum_demote_at} must be below curriculum_promote_at="
+                f"{self.curriculum_promote_at} (the level falls at the first and rises at the second)"
+            )
+        if not self.curriculum:
+            return
+        self.env_kwargs, observation_size = curriculum_env_kwargs(
+            self.env_id, self.env_kwargs, self.curriculum_min_level, self.curriculum_max_level
+        )
+        if self.architecture == "transformer" and not self.init and 0 < self.context_length < observation_size:
+            raise ConfigError(
+                f"context_length={self.context_length} cannot hold the curriculum's observations of "
+                f"{observation_size} tokens (max_length is fixed for levels {self.curriculum_min_level}-"
+                f"{self.curriculum_max_level}); set context_length >= {observation_size} or 0, or lower "
+                "curriculum_max_level"
+            )
 
     @property
     def batch_episodes(self) -> int:
@@ -131,11 +175,13 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     device = session.device
     env = make_vector_env(config.env_id, config.batch_episodes, AutoresetMode.DISABLED, config.env_kwargs)
     max_steps = config.max_episode_steps or episode_step_limit(config.env_id, config.env_kwargs)
-    policy, spec = build_policy(config, env.single_observation_space, env.single_action_space, value_head=False)
+    policy, spec = _build_policy(config, env)
     policy = policy.to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
-    if session.resume:
-        session.restore(policy, optimizer)
+    restored = session.restore(policy, optimizer) if session.resume else {}
+    curriculum = _make_curriculum(config, restored)
+    if curriculum is not None and curriculum.level != config.env_kwargs["level"]:
+        env = _level_env(config, env, curriculum.level)  # resumed at the level the run had reached
     reference = copy.deepcopy(policy).requires_grad_(False) if config.kl_coef > 0 else None
     hyperparameters = config.to_dict()
     session.start(policy, hyperparameters)
@@ -144,7 +190,9 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
         while not session.done:
             # --- rollout ---
             session.schedule_learning_rate(optimizer, config.learning_rate, config.lr_schedule)
-            rollout, sampled_steps, dropped = _grouped_rollout(config, session, env, policy, max_steps, device)
+            rollout, sampled_steps, dropped, sampled_success = _grouped_rollout(
+                config, session, env, policy, max_steps, device
+            )
 
             # --- advantages ---
             advantages, advantage_metrics = _advantages(config, rollout)
@@ -164,22 +212,42 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
                 device,
             )
 
+            # --- curriculum ---
+            curriculum_metrics: dict[str, float] = {}
+            if curriculum is not None:
+                played = curriculum.level
+                if curriculum.record(sampled_success) != played:
+                    env = _level_env(config, env, curriculum.level)
+                    _announce(
+                        session,
+                        f"curriculum: level {played} -> {curriculum.level} at {session.env_steps + sampled_steps} "
+                        f"env steps (success rate {curriculum.last_accuracy:.2f} over the last "
+                        f"{config.curriculum_window} episodes)",
+                    )
+                curriculum_metrics = curriculum.metrics()
+
             # --- log ---
-            session.advance(sampled_steps, {"ret": float(rollout.returns.mean())})
+            postfix = {"ret": float(rollout.returns.mean())}
+            if curriculum is not None:
+                postfix["level"] = curriculum.level
+            session.advance(sampled_steps, postfix)
             session.log(_rollout_metrics(rollout, session.elapsed, session.env_steps))
             session.log(
                 {
                     **advantage_metrics,
                     **train_metrics,
+                    **curriculum_metrics,
                     "train/dropped_groups": dropped,
                     "train/learning_rate": optimizer.param_groups[0]["lr"],
                 }
             )
-            session.maybe_evaluate(policy)
+            if session.maybe_evaluate(policy) is not None:
+                _log_eval_level(config, session)
 
             # --- checkpoint ---
-            session.maybe_checkpoint(policy, optimizer, {}, spec)
-        summary = session.finish(policy, optimizer, spec, hyperparameters)
+            session.maybe_checkpoint(policy, optimizer, _extra_state(curriculum), spec)
+        _log_eval_level(config, session)  # for the final evaluation that finish() runs at this step
+        summary = session.finish(policy, optimizer, spec, hyperparameters, _extra_state(curriculum))
     finally:
         env.close()
     return policy, summary
@@ -187,17 +255,26 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
 
 def _grouped_rollout(
     config: GRPOConfig, session: TrainingSession, env: Any, policy: Any, max_steps: int, device: torch.device
-) -> tuple[GroupedRollout, int, int]:
-    """One batch of P groups; with dynamic sampling, groups without signal are replaced by fresh ones."""
+) -> tuple[GroupedRollout, int, int, np.ndarray]:
+    """One batch of P groups; with dynamic sampling, groups without signal are replaced by fresh ones.
+
+    Returns:
+        ``(rollout, env steps sampled, groups dropped, success of every sampled episode)``. The last covers the
+        dropped groups too: the curriculum must judge the level on all of them, since dynamic sampling keeps
+        exactly the groups that are neither all solved nor all failed.
+    """
+    sampled_success: list[np.ndarray] = []
 
     def sample() -> GroupedRollout:
         seeds = session.numpy_rng.integers(0, TRAIN_SEED_BOUND, size=config.num_prompts)
-        return collect_groups(env, policy, seeds, config.group_size, max_steps, device)
+        collected = collect_groups(env, policy, seeds, config.group_size, max_steps, device)
+        sampled_success.append(collected.success)
+        return collected
 
     rollout = sample()
     steps = rollout.env_steps
     if not config.dynamic_sampling:
-        return rollout, steps, 0
+        return rollout, steps, 0, rollout.success
     kept: list[GroupedRollout] = []
     kept_groups = dropped = 0
     for attempt in range(config.max_resample + 1):
@@ -211,12 +288,82 @@ def _grouped_rollout(
             kept_groups += int(keep.sum())
         if kept_groups >= config.num_prompts:
             break
+    all_success = np.concatenate(sampled_success)
     if not kept:  # nothing had signal: train on the last batch (its advantages are all zero, so it is a no-op)
-        return rollout, steps, dropped
+        return rollout, steps, dropped, all_success
     joined = concatenate_groups(kept)
     if joined.num_groups > config.num_prompts:
         joined = joined.select_groups(np.arange(joined.num_groups) < config.num_prompts)
-    return joined, steps, dropped
+    return joined, steps, dropped, all_success
+
+
+# --- curriculum helpers ---
+
+
+def _build_policy(config: GRPOConfig, env: Any) -> tuple[Any, Any]:
+    """The policy for ``env``'s spaces; with a curriculum, a policy (or ``--init`` checkpoint) that cannot take the
+    fixed-length observations fails here with what to change, not deep in a weight copy."""
+    try:
+        return build_policy(config, env.single_observation_space, env.single_action_space, value_head=False)
+    except (RuntimeError, ValueError) as error:
+        if not config.curriculum:
+            raise
+        length = config.env_kwargs.get("max_length")
+        raise ConfigError(
+            f"the policy cannot take the curriculum's observations {env.single_observation_space.shape} (max_length="
+            f"{length} for levels {config.curriculum_min_level}-{config.curriculum_max_level}): "
+            f"{str(error).rstrip('.')}. With --init, "
+            f"train that checkpoint with context_length >= {length} (e.g. rlopt sft --context-length {length}); "
+            "otherwise raise context_length, or lower curriculum_max_level"
+        ) from error
+
+
+def _make_curriculum(config: GRPOConfig, restored: dict[str, Any]) -> Curriculum | None:
+    """The run's curriculum (None when off): from the checkpoint's extra state when resuming, else fresh."""
+    if not config.curriculum:
+        return None
+    if "curriculum" in restored:
+        return Curriculum.from_state_dict(restored["curriculum"])
+    return Curriculum(
+        level=int(config.env_kwargs["level"]),
+        min_level=config.curriculum_min_level,
+        max_level=config.curriculum_max_level,
+        window=config.curriculum_window,
+        promote_at=config.curriculum_promote_at,
+        demote_at=config.curriculum_demote_at,
+    )
+
+
+def _level_env(config: GRPOConfig, env: Any, level: int) -> Any:
+    """A fresh training env at ``level`` in place of ``env`` (closed); max_length is fixed, so spaces match."""
+    rebuilt = make_vector_env(
+        config.env_id, config.batch_episodes, AutoresetMode.DISABLED, {**config.env_kwargs, "level": level}
+    )
+    if rebuilt.single_observation_space != env.single_observation_space:
+        rebuilt.close()
+        raise RuntimeError(
+            f"level {level} of {config.env_id} gives observations {rebuilt.single_observation_space}, not "
+            f"{env.single_observation_space}; the curriculum needs env_kwargs max_length fixed across levels"
+        )
+    env.close()
+    return rebuilt
+
+
+def _announce(session: TrainingSession, message: str) -> None:
+    """A line above the progress bar (silent without one, as in `rlopt compare`'s parallel runs)."""
+    if session.progress is not None:
+        session.progress.write(message, file=sys.stderr)
+
+
+def _log_eval_level(config: GRPOConfig, session: TrainingSession) -> None:
+    """With a curriculum, evaluation runs at the start level (a fixed yardstick); log which one it was."""
+    if config.curriculum:
+        session.log({"eval/level": config.env_kwargs["level"]})
+
+
+def _extra_state(curriculum: Curriculum | None) -> dict[str, Any]:
+    """The JSON state a checkpoint carries besides weights: the curriculum's level, window and changes."""
+    return {} if curriculum is None else {"curriculum": curriculum.state_dict()}
 
 
 def _filter_signal(rollout: GroupedRollout) -> np.ndarray:
@@ -234,14 +381,22 @@ def _advantages(config: GRPOConfig, rollout: GroupedRollout) -> tuple[torch.Tens
     mask = torch.as_tensor(rollout.mask)
     returns = torch.as_tensor(rollout.returns, dtype=torch.float32).reshape(num_groups, group_size)
     episode_advantages, metrics = F.group_advantages(returns, config.scale_rewards, config.advantage_eps)
+    extra: dict[str, float] = {}
     if config.advantage == "outcome":
         per_step = F.broadcast_group(episode_advantages, mask)
     else:
         step_rewards = torch.as_tensor(rollout.rewards, dtype=torch.float32).reshape(num_groups, group_size, -1)
-        per_step = F.process_advantages(
-            step_rewards, mask.reshape(num_groups, group_size, -1), config.advantage_eps
-        ).reshape(num_groups * group_size, -1)
+        group_mask = mask.reshape(num_groups, group_size, -1)
+        if config.advantage == "process":
+            grouped = F.process_advantages(step_rewards, group_mask, config.advantage_eps)
+        else:
+            grouped, step_metrics = F.step_advantages(
+                step_rewards, group_mask, config.scale_rewards, config.advantage_eps
+            )
+            extra["train/frac_step_zero_std"] = step_metrics["frac_step_zero_std"]
+        per_step = grouped.reshape(num_groups * group_size, -1)
     logged = {
+        **extra,
         "train/reward_std": metrics["reward_std"],
         "train/frac_reward_zero_std": metrics["frac_reward_zero_std"],
         "train/reward_mean": metrics["reward_mean"],

@@ -230,11 +230,13 @@ class TrainingSession:
         optimizer: torch.optim.Optimizer,
         spec: PolicySpec,
         hyperparameters: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Final evaluation, last checkpoint, ``summary.json``; returns the summary."""
+        """Final evaluation, last checkpoint (with the trainer's ``extra`` JSON state, as in
+        :meth:`maybe_checkpoint`, so a resumed run continues from it), ``summary.json``; returns the summary."""
         result = self.maybe_evaluate(policy, force=True)
         assert result is not None
-        self.maybe_checkpoint(policy, optimizer, {}, spec, force=True)
+        self.maybe_checkpoint(policy, optimizer, extra or {}, spec, force=True)
         elapsed = self.elapsed
         summary = {
             "finished": True,
