@@ -142,6 +142,23 @@ class KVCache:
         return int(self.length.shape[0])
 
 
+class PackedLayout(NamedTuple):
+    """Where ``K`` packed tokens sit in an ``(M, S)`` grid of ``M`` rows of up to ``S`` new tokens each.
+
+    Rows of new tokens are ragged; the feed-forward and projection layers run on the ``K`` real tokens only (no
+    compute on padding) and attention unpacks them into the grid. Each row's real tokens are a prefix of its row.
+
+    Attributes:
+        index: ``(K,)`` flat grid slot ``m * S + s`` of each packed token, ascending.
+        shape: ``(M, S)``.
+        visible: ``(M, 1, S, P + S)`` bool: what a grid slot may attend to, ``P`` past columns then the ``S`` new.
+    """
+
+    index: Tensor
+    shape: tuple[int, int]
+    visible: Tensor
+
+
 # --- helpers ------------------------------------------------------------------------------------------------------
 
 
@@ -165,6 +182,19 @@ def token_lengths(tokens: Tensor) -> Tensor:
         row = int(torch.nonzero(lengths == 0)[0, 0])
         raise ValueError(f"token row {row} is empty (all PAD); a transformer policy needs at least one prompt token")
     return lengths
+
+
+def _shared_prompts(prompts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(distinct prompt rows (U, W), row of each prompt (M,))`` when prompts repeat enough to be worth running
+    once each (each distinct prompt used twice on average, as GRPO's groups of ``G >= 2`` are), else None.
+
+    ``W`` is the longest prompt; rows are compared token by token, PAD included, so equal rows are equal prompts.
+    """
+    width = int(lengths.max())
+    unique, inverse = torch.unique(prompts[:, :width], dim=0, return_inverse=True)
+    if 2 * unique.shape[0] > prompts.shape[0]:
+        return None
+    return unique, inverse
 
 
 def sampling_log_probs(
@@ -193,7 +223,9 @@ def sampling_log_probs(
 def _entropy(log_probs: Tensor) -> Tensor:
     """Entropy ``(...)`` of distributions given as log-probabilities ``(..., A)`` (``-inf`` entries allowed)."""
     probs = log_probs.exp()
-    return -torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs)).sum(dim=-1)
+    # zero the -inf entries before the product, not after: torch.where after it would pass 0 * inf = NaN back
+    # into the gradient (with top_p < 1 and an entropy bonus that NaN reached the weights)
+    return -(probs * torch.where(probs > 0, log_probs, 0.0)).sum(dim=-1)
 
 
 # --- the network --------------------------------------------------------------------------------------------------
@@ -228,6 +260,25 @@ class CausalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, dropout_p=dropout)
         return self._merge(out), key, value
 
+    def extend(self, x: Tensor, layout: PackedLayout, past_keys: Tensor, past_values: Tensor) -> Tensor:
+        """Continue ``M`` sequences by new tokens given packed, ``x`` ``(K, D)`` (see :class:`PackedLayout`): each
+        attends over its row's ``P`` past keys and values ``(M, H, P, D / H)`` (as ``layout.visible`` allows) and
+        over its row's new tokens up to itself. Returns the output ``(K, D)``, packed likewise.
+
+        Only the attention itself runs on the padded ``(M, S)`` grid; the projections run on the ``K`` real tokens.
+        """
+        count, width = layout.shape
+        model_dim = self.num_heads * self.head_dim
+        qkv = self.qkv(x)
+        # padding slots hold zeros: they come after every real token of their row, so no real token attends to them
+        grid = qkv.new_zeros((count * width, 3 * model_dim)).index_copy(0, layout.index, qkv)
+        query, key, value = grid.view(count, width, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        keys = torch.cat((past_keys, key), dim=2)
+        values = torch.cat((past_values, value), dim=2)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=layout.visible, dropout_p=dropout)
+        return self.proj(out.transpose(1, 2).reshape(count * width, model_dim).index_select(0, layout.index))
+
     def step(
         self, x: Tensor, keys: Tensor, values: Tensor, rows: Tensor | None, positions: Tensor, width: int
     ) -> Tensor:
@@ -241,7 +292,9 @@ class CausalSelfAttention(nn.Module):
         if rows is None:  # every row in order: views, no gather
             past_keys, past_values = keys[:, :, :width], values[:, :, :width]
         else:
-            past_keys, past_values = keys[rows, :, :width], values[rows, :, :width]
+            # index_select copies whole (H, W, D / H) blocks: ~40% cheaper on CPU than advanced indexing
+            past_keys = keys[:, :, :width].index_select(0, rows)
+            past_values = values[:, :, :width].index_select(0, rows)
         visible = torch.arange(width, device=x.device) <= positions[:, None]  # (R, W)
         out = F.scaled_dot_product_attention(query, past_keys, past_values, attn_mask=visible[:, None, None, :])
         return self._merge(out)
@@ -299,6 +352,13 @@ class Block(nn.Module):
         x = x + self.dropout(attended)
         fed, aux_loss, expert_load = self._feed_forward(self.ln_2(x), token_mask)
         return x + self.dropout(fed), key, value, aux_loss, expert_load
+
+    def extend(self, x: Tensor, layout: PackedLayout, past_keys: Tensor, past_values: Tensor) -> Tensor:
+        """Pass over packed new tokens ``(K, D)`` -> ``(K, D)`` that continue given past keys and values (dense
+        blocks only); see :meth:`CausalSelfAttention.extend`."""
+        x = x + self.dropout(self.attention.extend(self.ln_1(x), layout, past_keys, past_values))
+        fed, _, _ = self._feed_forward(self.ln_2(x), None)
+        return x + self.dropout(fed)
 
     def step(
         self, x: Tensor, keys: Tensor, values: Tensor, rows: Tensor | None, positions: Tensor, width: int
@@ -371,6 +431,31 @@ class TokenTransformer(nn.Module):
         return TransformerOutput(
             self.ln_f(x), aux, expert_load, keys if return_cache else None, values if return_cache else None
         )
+
+    def extend(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        layout: PackedLayout,
+        past_keys: list[Tensor],
+        past_values: list[Tensor],
+    ) -> Tensor:
+        """Hidden states ``(K, D)`` of new tokens that continue sequences whose keys and values are given (a prefix
+        computed once and shared by several rows). Dense blocks only: MoE routing statistics would count a shared
+        prefix once instead of once per row.
+
+        Args:
+            tokens: ``(K,)`` ids of the new tokens, packed (see :class:`PackedLayout`).
+            positions: ``(K,)`` their positions in their sequences (< ``context_length``).
+            layout: where each packed token sits in the ``(M, S)`` grid, and what each may attend to.
+            past_keys, past_values: per layer ``(M, H, P, D / H)``.
+        """
+        if self.config.num_experts:
+            raise ValueError("TokenTransformer.extend supports dense blocks only (num_experts=0); use forward")
+        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        for block, keys, values in zip(self.blocks, past_keys, past_values, strict=True):
+            x = block.extend(x, layout, keys, values)
+        return self.ln_f(x)
 
     def step(self, tokens: Tensor, positions: Tensor, cache: KVCache, rows: Tensor | None, width: int) -> Tensor:
         """One new token per row: ids ``(R,)`` at ``positions`` ``(R,)`` for cache rows ``rows`` (None = all, in
@@ -498,7 +583,12 @@ class TransformerPolicy(nn.Module):
         if deterministic:
             actions = logits.argmax(dim=-1)
         else:
-            actions = torch.multinomial(log_probs.exp(), 1).squeeze(1)
+            # Gumbel-max (Gumbel 1954; Maddison et al. 2014, arXiv:1411.0030): argmax(log p - log(-log U)) is a
+            # sample of p, and tokens outside the nucleus (-inf) never win. On CPU it costs ~40% of
+            # torch.multinomial, whose exponential sampling dominates decoding's per-step overhead at small batch.
+            # U is kept above 0 so that -log(-log U) stays finite.
+            uniform = torch.rand_like(log_probs).clamp_(min=torch.finfo(log_probs.dtype).tiny)
+            actions = (log_probs - uniform.log_().neg_().log_()).argmax(dim=-1)
         return actions, log_probs.gather(-1, actions[:, None]).squeeze(1)
 
     def _aux(self, out: TransformerOutput) -> dict[str, Tensor]:
@@ -612,14 +702,26 @@ class TransformerPolicy(nn.Module):
         return actions, log_probs, state
 
     def _prefill(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
+        """Fill the cache rows ``rows`` from whole observations ``(R, L)``; returns their last hidden states.
+
+        Identical observations (a GRPO group's members all start from the same prompt) are run once and their keys
+        and values copied to every row that has them: a row's cache depends on its own tokens only, and MoE
+        routing has no capacity limit, so the copy equals a forward of its own.
+        """
         width = int(lengths.max())
         tokens = tokens[:, :width]
-        out = self.transformer(tokens, token_mask=tokens != PAD, return_cache=True)
+        shared = _shared_prompts(tokens, lengths)
+        distinct, inverse = shared if shared is not None else (tokens, None)
+        out = self.transformer(distinct, token_mask=distinct != PAD, return_cache=True)
         assert out.keys is not None and out.values is not None
         for cache_keys, cache_values, keys, values in zip(state.keys, state.values, out.keys, out.values, strict=True):
-            cache_keys[rows, :, :width] = keys
-            cache_values[rows, :, :width] = values
-        return out.hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
+            cache_keys[:, :, :width].index_copy_(0, rows, keys if inverse is None else keys.index_select(0, inverse))
+            cache_values[:, :, :width].index_copy_(
+                0, rows, values if inverse is None else values.index_select(0, inverse)
+            )
+        if inverse is None:
+            return out.hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
+        return out.hidden[inverse, lengths - 1]
 
     def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
         positions = lengths - 1
@@ -641,8 +743,13 @@ class TransformerPolicy(nn.Module):
             actions: ``(M, T)`` the generated tokens; entries where ``mask`` is False are ignored.
             mask: ``(M, T)`` bool, True at steps that happened (a prefix of each row).
 
+        Episodes that share a prompt (GRPO's groups, in any order) are detected from the prompts themselves and
+        the prompt is run once for all of them (dense blocks; the result equals one forward per episode).
+
         Returns:
-            ``(logits (M, T, A), actions (M, T) long, forward output)``; logits at masked steps are meaningless.
+            ``(logits (M, T, A), actions (M, T) long, forward output)``; logits at masked steps are meaningless. Of
+            the forward output, callers use the MoE terms (``aux_loss``, ``expert_load``); its ``hidden`` depends on
+            the path taken.
         """
         prompts, prompt_lengths = self._tokens(first_observations)
         actions = torch.as_tensor(actions, device=self.device).long()
@@ -662,6 +769,18 @@ class TransformerPolicy(nn.Module):
             raise ValueError(
                 f"an episode of {width} tokens (prompt + generated) exceeds context_length={self.config.context_length}"
             )
+        groups = None if self.is_moe or steps < 2 else _shared_prompts(prompts, prompt_lengths)
+        if groups is None:
+            hidden, out = self._episode_hidden(prompts, prompt_lengths, actions, mask, total, width)
+        else:
+            hidden, out = self._episode_hidden_shared(*groups, prompt_lengths, actions, generated)
+        return self.policy_head(hidden), actions, out
+
+    def _episode_hidden(
+        self, prompts: Tensor, prompt_lengths: Tensor, actions: Tensor, mask: Tensor, total: Tensor, width: int
+    ) -> tuple[Tensor, TransformerOutput]:
+        """Hidden states ``(M, T, D)`` that predict each generated token, from one forward over whole episodes."""
+        count, steps = actions.shape
         sequence = prompts.new_zeros((count, width))
         prompt_width = min(width, prompts.shape[1])
         sequence[:, :prompt_width] = prompts[:, :prompt_width]
@@ -671,8 +790,43 @@ class TransformerPolicy(nn.Module):
         out = self.transformer(sequence, token_mask=torch.arange(width, device=self.device) < total[:, None])
         # the token at column c is predicted from the hidden state at column c - 1
         read = (columns - 1).clamp(max=width - 1)
-        hidden = out.hidden[rows, read]
-        return self.policy_head(hidden), actions, out
+        return out.hidden[rows, read], out
+
+    def _episode_hidden_shared(
+        self, unique: Tensor, inverse: Tensor, prompt_lengths: Tensor, actions: Tensor, generated: Tensor
+    ) -> tuple[Tensor, TransformerOutput]:
+        """Same as :meth:`_episode_hidden` when episodes share prompts (GRPO's groups): each distinct prompt
+        ``unique`` ``(U, W)`` goes through the network once, and its keys and values are reused by the ``M`` episodes
+        (``inverse`` ``(M,)`` names each episode's prompt row), which run only their generated tokens, packed: an
+        episode of ``g`` generated tokens runs its first ``g - 1`` (the last one predicts nothing).
+
+        Causal attention makes this exact: a prompt token's hidden state, key and value depend on the prompt alone.
+        Gradients through the shared prefix add up over the episodes that read it, as they do in the plain path.
+        Masked steps get a zero hidden state (their logits are the policy head's bias).
+        """
+        count, steps = actions.shape
+        width, prompt_width = steps - 1, unique.shape[1]
+        prefix = self.transformer(unique, return_cache=True)
+        assert prefix.keys is not None and prefix.values is not None
+        first = prefix.hidden[inverse, prompt_lengths - 1]  # (M, D): predicts the first generated token
+        # generated token t (t < g - 1) sits at position prompt_length + t and predicts token t + 1
+        offsets = torch.arange(width, device=self.device)
+        index = torch.nonzero((offsets < generated[:, None] - 1).reshape(-1)).squeeze(1)  # (K,) slots m * S + t
+        past_visible = torch.arange(prompt_width, device=self.device) < prompt_lengths[:, None]  # (M, W)
+        causal = offsets[None, :] <= offsets[:, None]  # (S, S)
+        visible = torch.cat(
+            (past_visible[:, None, :].expand(count, width, prompt_width), causal.expand(count, -1, -1)), dim=2
+        )[:, None]
+        new_hidden = self.transformer.extend(
+            actions[:, :width].reshape(-1)[index],
+            (prompt_lengths[:, None] + offsets).reshape(-1)[index],
+            PackedLayout(index, (count, width), visible),
+            [keys.index_select(0, inverse) for keys in prefix.keys],
+            [values.index_select(0, inverse) for values in prefix.values],
+        )
+        grid = new_hidden.new_zeros((count * width, new_hidden.shape[-1])).index_copy(0, index, new_hidden)
+        hidden = torch.cat((first[:, None], grid.view(count, width, -1)), dim=1)
+        return hidden, TransformerOutput(hidden, prefix.aux_loss, None, None, None)
 
     def evaluate_episodes(self, first_observations: Tensor, actions: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Log-probabilities and entropies of every generated token of ``M`` episodes (one masked forward).

@@ -12,6 +12,7 @@ import torch
 from gymnasium import spaces
 
 from agents import ActorCritic, PolicySpec, TransformerConfig, TransformerPolicy, make_policy, obs_to_tensor
+from agents import transformer as transformer_module
 from agents.transformer import TokenTransformer, sampling_log_probs, token_lengths
 
 VOCAB = 12
@@ -138,6 +139,103 @@ def test_evaluate_episodes_matches_per_step_evaluate_actions() -> None:
     assert all(parameter.grad is not None for parameter in policy.parameters())
 
 
+# --- shared prompts: GRPO groups run their prompt once ------------------------------------------------------------
+
+
+def grouped_episodes(group_size: int = 4, steps: int = 6, seed: int = 2):
+    """Shuffled groups of episodes over the ragged prompts: (prompts (M, L), actions (M, T), mask (M, T)).
+
+    Generated lengths cover 1 (only the prompt's last hidden state is read) up to ``steps`` (a row fills the grid).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    prompts = ragged_prompts().repeat_interleave(group_size, dim=0)
+    count = prompts.shape[0]
+    order = torch.randperm(count, generator=generator)  # GRPO's minibatches shuffle episodes: no consecutive blocks
+    actions = torch.randint(1, VOCAB, (count, steps), generator=generator)
+    generated = torch.randint(1, steps + 1, (count,), generator=generator)
+    generated[:2] = torch.tensor([1, steps])
+    mask = torch.arange(steps) < generated[:, None]
+    return prompts[order], actions, mask
+
+
+def score_and_grad(policy: TransformerPolicy, prompts, actions, mask):
+    scored = policy.evaluate_episodes(prompts, actions, mask)
+    policy.zero_grad()
+    (scored["log_prob"].sum() + 0.5 * scored["entropy"].sum()).backward()
+    gradients = {name: parameter.grad.clone() for name, parameter in policy.named_parameters()}
+    return scored["log_prob"].detach(), scored["entropy"].detach(), gradients
+
+
+@pytest.mark.parametrize("overrides", [{}, {"temperature": 1.3, "top_p": 0.8}], ids=["plain", "temperature-top-p"])
+def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, monkeypatch) -> None:
+    policy = tiny(**overrides)
+    prompts, actions, mask = grouped_episodes()
+    calls = []
+    extend = policy.transformer.extend
+    monkeypatch.setattr(policy.transformer, "extend", lambda *args: calls.append(args[0].shape) or extend(*args))
+    shared = score_and_grad(policy, prompts, actions, mask)
+    # packed: an episode of g generated tokens runs g - 1 of them after its shared prompt
+    assert calls == [(int((mask.sum(dim=1) - 1).sum()),)], "the grouped episodes must take the shared-prompt path"
+    monkeypatch.setattr(transformer_module, "_shared_prompts", lambda prompts, lengths: None)
+    plain = score_and_grad(policy, prompts, actions, mask)
+    assert len(calls) == 1
+    torch.testing.assert_close(shared[0], plain[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared[1], plain[1], atol=1e-5, rtol=0)
+    assert (shared[0][~mask] == 0).all() and (shared[1][~mask] == 0).all()
+    for name, gradient in plain[2].items():
+        assert gradient.abs().sum() > 0 and torch.isfinite(shared[2][name]).all(), name
+        torch.testing.assert_close(shared[2][name], gradient, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_shared_prompts_are_detected_from_the_data() -> None:
+    prompts, actions, mask = grouped_episodes()
+    lengths = token_lengths(prompts)
+    unique, inverse = transformer_module._shared_prompts(prompts, lengths)
+    assert unique.shape == (len(PROMPT_LENGTHS), max(PROMPT_LENGTHS))
+    torch.testing.assert_close(unique[inverse], prompts[:, : max(PROMPT_LENGTHS)])
+    assert transformer_module._shared_prompts(ragged_prompts(), token_lengths(ragged_prompts())) is None
+    # mostly distinct prompts (SFT batches) keep the plain path: sharing would not pay for itself
+    mixed = torch.cat([ragged_prompts(), ragged_prompts()[:1]])
+    assert transformer_module._shared_prompts(mixed, token_lengths(mixed)) is None
+
+
+def test_moe_policies_score_shared_prompts_with_the_plain_forward() -> None:
+    policy = tiny(num_experts=3, top_k=2)
+    prompts, actions, mask = grouped_episodes()
+    scored = policy.evaluate_episodes(prompts, actions, mask)  # routing statistics count every episode's prompt
+    observation = prompts[:1].clone()
+    start = int(token_lengths(observation)[0])
+    for step in range(int(mask[0].sum())):
+        single = policy.evaluate_actions(observation, actions[0, step : step + 1])
+        torch.testing.assert_close(scored["log_prob"][0, step], single["log_prob"][0], atol=1e-5, rtol=0)
+        observation[0, start + step] = actions[0, step]
+    with pytest.raises(ValueError, match="dense blocks only"):
+        policy.transformer.extend(None, None, None, [], [])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"num_experts": 3, "top_k": 2}], ids=["dense", "moe"])
+def test_grouped_prefill_equals_per_row_prefill(overrides: dict, monkeypatch) -> None:
+    policy = tiny(**overrides)
+    prompts, _, _ = grouped_episodes(group_size=3)
+    rows = torch.arange(prompts.shape[0])
+    widths = []
+    forward = policy.transformer.forward
+    monkeypatch.setattr(
+        policy.transformer, "forward", lambda tokens, **kw: widths.append(len(tokens)) or forward(tokens, **kw)
+    )
+    with torch.no_grad():
+        grouped = policy.act_with_state(prompts, policy.initial_state(len(rows), "cpu"), rows, deterministic=True)
+        assert widths == [len(PROMPT_LENGTHS)], "each distinct prompt is prefilled once"
+        monkeypatch.setattr(transformer_module, "_shared_prompts", lambda tokens, lengths: None)
+        per_row = policy.act_with_state(prompts, policy.initial_state(len(rows), "cpu"), rows, deterministic=True)
+    assert widths[1] == len(rows)
+    torch.testing.assert_close(grouped[0], per_row[0])
+    torch.testing.assert_close(grouped[1], per_row[1], atol=1e-5, rtol=0)
+    for mine, theirs in zip(grouped[2].keys + grouped[2].values, per_row[2].keys + per_row[2].values, strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+    assert torch.equal(grouped[2].length, per_row[2].length)
+
+
 # --- sampling -----------------------------------------------------------------------------------------------------
 
 
@@ -185,6 +283,18 @@ def test_top_p_restricts_the_support_of_samples() -> None:
     assert set(actions.tolist()) == nucleus
     renormalised = probs / probs[list(nucleus)].sum()
     torch.testing.assert_close(log_probs, renormalised[actions].log(), atol=1e-5, rtol=0)
+
+
+def test_samples_follow_the_tempered_distribution() -> None:
+    policy = tiny(temperature=1.5)
+    prompts = ragged_prompts()[3:4].repeat(20000, 1)
+    with torch.no_grad():
+        probs = sampling_log_probs(policy.logits(prompts[:1]), temperature=1.5).exp()[0]
+        torch.manual_seed(5)
+        actions, _ = policy.act(prompts)
+    frequencies = torch.bincount(actions, minlength=VOCAB).float() / len(actions)
+    # a binomial frequency of 20000 draws has std <= 0.0036; 5 std of slack
+    torch.testing.assert_close(frequencies, probs, atol=0.018, rtol=0)
 
 
 def test_temperature_changes_sampling_and_log_probs() -> None:
