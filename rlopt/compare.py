@@ -55,6 +55,14 @@ def _check_algo_label(label: str) -> None:
         raise ConfigError(f"variant {label!r}: the name after '@' must be letters, digits, '_' or '-', e.g. grpo@cot")
 
 
+def overrides_for_seed(values: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One job's overrides: ``{seed}`` in a text value becomes the job's seed, so that each seed can start from its
+    own checkpoint, e.g. ``--override 'grpo.init=runs/sft-{seed}'``."""
+    return {
+        name: value.replace("{seed}", str(seed)) if isinstance(value, str) else value for name, value in values.items()
+    }
+
+
 def default_jobs() -> int:
     """Worker processes by default: two where the machine has two cores or more."""
     return max(1, min(2, os.cpu_count() or 1))
@@ -303,7 +311,7 @@ def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | 
                 job,
                 config.steps_for(job.env_id),
                 str(config.tb_dir),
-                config.overrides.get(job.algo, {}),
+                overrides_for_seed(config.overrides.get(job.algo, {}), job.seed),
                 torch_threads,
             ): job
             for job in pending
@@ -383,8 +391,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         action="append",
         default=[],
         metavar="ALGO.FIELD=VALUE",
-        help="Set one config field of one algorithm (VALUE is read as JSON, else as text); repeatable, "
-        "e.g. --override sb3_ppo.n_envs=4",
+        help="Set one config field of one algorithm (VALUE is read as JSON, else as text; {seed} in text becomes "
+        "each run's seed); repeatable, e.g. --override sb3_ppo.n_envs=4 --override 'grpo.init=runs/sft-{seed}'",
     )
     return parser
 

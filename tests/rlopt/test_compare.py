@@ -16,6 +16,7 @@ from rlopt.compare import (
     add_compare_arguments,
     compare_main,
     config_from_args,
+    overrides_for_seed,
     run_compare,
     run_name_for,
 )
@@ -275,3 +276,9 @@ def test_compare_variants_of_one_algorithm(tmp_path: Path):
     improvements = {row["y"]: row["p"] for row in improvement_table(records, "grpo@worse")}
     assert improvements == {"grpo": 0.0, "ppo": 0.0}
     assert "`ALGO@NAME` is a variant" in (tmp_path / "report.md").read_text()
+
+
+def test_overrides_for_seed_fill_in_the_seed():
+    values = {"init": "runs/sft-s{seed}", "learning_rate": 1e-4, "env_kwargs": {"level": 2}}
+    assert overrides_for_seed(values, 3) == {"init": "runs/sft-s3", "learning_rate": 1e-4, "env_kwargs": {"level": 2}}
+    assert values["init"] == "runs/sft-s{seed}"  # the comparison's own settings are left as they were
