@@ -259,6 +259,8 @@ def build_table(
                 )[algo]
             successes = _summary_values(done, "eval/success_rate")
             row["success_rate"] = float(np.mean(successes)) if successes else None
+            row["success_median"] = float(np.median(successes)) if successes else None
+            row["success_per_seed"] = [float(value) for value in successes]
             with_signal = [record for record in done if _success_curve(record) is not None]
             crossings = [_threshold_crossing(record, success_threshold) for record in with_signal]
             row["success_signal"] = bool(with_signal)
@@ -467,6 +469,13 @@ def _markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> lis
     return lines
 
 
+def _success_cell(row: dict[str, Any]) -> str:
+    if row.get("success_rate") is None:
+        return "–"
+    seeds = ", ".join(_rate(value) for value in row["success_per_seed"])
+    return f"{_rate(row['success_rate'])}, {_rate(row['success_median'])} [{seeds}]"
+
+
 def _env_section(env_id: str, rows, improvements, plot: Path | None, out_dir: Path, threshold: float) -> list[str]:
     lines = [f"## {env_id}", ""]
     if plot is not None:
@@ -477,7 +486,7 @@ def _env_section(env_id: str, rows, improvements, plot: Path | None, out_dir: Pa
         "seeds",
         "final reward IQM [95% CI]",
         "mean ± std",
-        "success rate",
+        "success rate: mean, median [per seed]",
         f"env steps to success ≥ {threshold:g}",
         f"seconds to success ≥ {threshold:g}",
         "steps/s",
@@ -491,7 +500,7 @@ def _env_section(env_id: str, rows, improvements, plot: Path | None, out_dir: Pa
             f"{row['seeds_finished']}/{row['seeds_total']}",
             _iqm_cell(row),
             "–" if row["mean"] is None else f"{_number(row['mean'])} ± {_number(row['std'])}",
-            _rate(row["success_rate"]),
+            _success_cell(row),
             _threshold_cell(row, "steps_to_threshold"),
             _threshold_cell(row, "seconds_to_threshold"),
             _number(row["steps_per_second"]),

@@ -149,6 +149,7 @@ def test_table_numbers(fake_tb: Path):
     assert grpo["steps_to_threshold"] == 600.0 and grpo["seeds_reached"] == 3
     assert grpo["seconds_to_threshold"] is not None and grpo["seconds_to_threshold"] >= 0
     assert grpo["success_rate"] == 1.0 and grpo["steps_per_second"] == 500.0 and grpo["num_parameters"] == 104
+    assert grpo["success_median"] == 1.0 and grpo["success_per_seed"] == [1.0, 1.0, 1.0]
     ppo = rows[("rlopt/Fake-v0", "ppo")]
     assert (ppo["seeds_finished"], ppo["seeds_total"]) == (3, 4)
     assert ppo["steps_to_threshold"] is None and ppo["seeds_reached"] == 0  # never reached
@@ -170,7 +171,8 @@ def test_write_report_files(fake_tb: Path):
     text = report.read_text()
     for expected in ("## CartPole-v1", "## rlopt/Fake-v0", "Probability of improvement", "## Across environments",
                      "Which algorithm each row is", "Failed and unfinished runs", "ValueError: exploded",
-                     "rlopt (own)", "lr=0.001", "11 [", "600 (3/3 seeds)", "not reached (0/3 seeds)"):  # fmt: skip
+                     "rlopt (own)", "lr=0.001", "11 [", "600 (3/3 seeds)", "not reached (0/3 seeds)",
+                     "1.00, 1.00 [1.00, 1.00, 1.00]"):  # fmt: skip
         assert expected in text, expected
     plots = out / "plots"
     for name in ("curves_CartPole-v1.png", "curves_rlopt_Fake-v0.png", "final_scores.png"):
