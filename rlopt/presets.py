@@ -53,11 +53,14 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         (
             "rlopt/MathReasoning-*",
             {
+                # for continuing from `rlopt sft` (--init): a random policy never writes a well-formed answer, so
+                # GRPO from scratch gets no reward variance (DeepSeek-R1's reason for a cold start). One small
+                # step per batch, so RL refines the supervised model rather than overwriting it
                 "num_prompts": 32,
                 "group_size": 8,
-                "learning_rate": 1e-3,
-                "update_epochs": 2,
-                "num_minibatches": 2,
+                "learning_rate": 1e-4,
+                "update_epochs": 1,
+                "num_minibatches": 1,
                 "hidden_sizes": (128, 128),
                 "total_steps": 300_000,
             },
