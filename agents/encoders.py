@@ -78,7 +78,8 @@ class OneHotEncoder(nn.Module):
 
     def forward(self, observation: Tensor) -> Tensor:
         """``(B,)`` integer codes in ``[start, start + n)`` -> ``(B, n)`` float."""
-        return F.one_hot(observation.long().reshape(-1) - self.start, self.n).float()
+        index = observation.long().reshape(-1)
+        return F.one_hot(index - self.start if self.start else index, self.n).float()
 
 
 class MultiOneHotEncoder(nn.Module):
@@ -250,6 +251,9 @@ def _code_bounds(space: spaces.Space) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(space.low), np.asarray(space.high)
 
 
+# Integer batches with at least this many codes are range-checked by min/max (see _codes_out_of_range).
+_MIN_MAX_CHECK_SIZE = 10_000
+
 # dtypes torch.from_numpy takes as they are; other integer arrays go through int64, anything else through float32.
 _TORCH_NATIVE = {
     np.dtype(kind) for kind in (np.float16, np.float32, np.float64, np.uint8, np.int8, np.int16, np.int32, np.int64)
@@ -261,6 +265,8 @@ def obs_to_tensor(
     observation_space: spaces.Space,
     device: torch.device | str = "cpu",
     _path: str = "observation",
+    *,
+    check_codes: bool = True,
 ) -> Tensor | dict[str, Tensor]:
     """Convert a batch of observations ``(B, *space.shape)`` to the tensors a policy's encoder expects.
 
@@ -273,6 +279,10 @@ def obs_to_tensor(
             ``Dict`` space.
         observation_space: the single-environment observation space.
         device: where the tensors go.
+        check_codes: range-check integer codes against the space. The rollout collector passes False for the
+            observations the env itself just returned (a vector env's observations are in its space by contract,
+            and the check was a measurable share of each env step); anything a user hands in (``predict``,
+            stored or hand-made batches) keeps the default, True. Shapes and keys are checked either way.
 
     Returns:
         A tensor ``(B, *shape)``, or a dict of them for a ``Dict`` space.
@@ -290,7 +300,7 @@ def obs_to_tensor(
         if missing:
             raise KeyError(f"{_path} lacks keys {sorted(missing)} of {observation_space}")
         return {
-            key: obs_to_tensor(observation[key], subspace, device, f"{_path}[{key!r}]")
+            key: obs_to_tensor(observation[key], subspace, device, f"{_path}[{key!r}]", check_codes=check_codes)
             for key, subspace in observation_space.spaces.items()
         }
     if not isinstance(observation_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
@@ -312,14 +322,36 @@ def obs_to_tensor(
         tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
     if not long_codes:
         return tensor.float()
-    # Checked on the source (host memory for numpy input), so a numpy batch costs no device synchronisation.
-    low, high = _code_bounds(observation_space)
-    if isinstance(source, Tensor):
-        low, high = torch.as_tensor(low, device=source.device), torch.as_tensor(high, device=source.device)
-    size = source.numel() if isinstance(source, Tensor) else source.size
-    if size and (bool((source < low).any()) or bool((source > high).any())):
-        raise ValueError(
-            f"{_path} has codes in [{int(source.min())}, {int(source.max())}] outside {observation_space} "
-            f"(accepted [{int(low.min())}, {int(high.max())}])"
-        )
+    if check_codes:
+        # Checked on the source (host memory for numpy input), so a numpy batch costs no device synchronisation.
+        low, high = _code_bounds(observation_space)
+        if _codes_out_of_range(source, low, high):
+            raise ValueError(
+                f"{_path} has codes in [{int(source.min())}, {int(source.max())}] outside {observation_space} "
+                f"(accepted [{int(low.min())}, {int(high.max())}])"
+            )
     return tensor.long()
+
+
+def _codes_out_of_range(source: np.ndarray | Tensor, low: np.ndarray, high: np.ndarray) -> bool:
+    """Whether any code of the batch ``source`` ``(B, *shape)`` lies outside ``[low, high]`` (elementwise bounds).
+
+    With one bound for every element (the usual case: a grid's ``0..10``, a vocabulary's ``0..V-1``) a large integer
+    batch (an update's minibatch of thousands of grids) needs only its min and max, several times cheaper than
+    elementwise comparisons; a side the dtype cannot cross (``low = 0`` for unsigned codes) is not checked at all.
+    Small batches (``predict``), float or tensor batches and per-element bounds are compared elementwise, which
+    costs less there than the reductions that pick the fast way.
+    """
+    if isinstance(source, Tensor):
+        if source.numel() == 0:
+            return False
+        low_t, high_t = torch.as_tensor(low, device=source.device), torch.as_tensor(high, device=source.device)
+        return bool((source < low_t).any()) or bool((source > high_t).any())
+    if source.size < _MIN_MAX_CHECK_SIZE or not np.issubdtype(source.dtype, np.integer):
+        return bool((source < low).any()) or bool((source > high).any())
+    smallest, largest = low.min(), high.max()
+    if smallest != low.max() or largest != high.min():
+        return bool((source < low).any()) or bool((source > high).any())
+    info = np.iinfo(source.dtype)
+    below = info.min < smallest and source.min() < smallest
+    return bool(below) or bool(info.max > largest and source.max() > largest)

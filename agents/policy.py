@@ -321,9 +321,8 @@ class ActorCritic(nn.Module):
         Returns:
             ``(actions, log_prob)``: env actions ``(B,)`` for Discrete, ``(B, *shape)`` otherwise, and ``(B,)``.
         """
-        distribution, _ = self._actor(observation)
-        sample = self.policy_head.deterministic(distribution) if deterministic else distribution.sample()
-        return self.policy_head.to_env(sample), distribution.log_prob(sample)
+        # the head samples from the trunk features directly (no Distribution object per env step; see agents.heads)
+        return self.policy_head.act(self.trunk(self.encoder(observation)).features, deterministic)
 
     def evaluate_actions(self, observation: Observation, actions: Tensor | np.ndarray) -> dict[str, Tensor]:
         """Log-probabilities and entropies of given env actions, plus value and MoE terms.
@@ -337,15 +336,16 @@ class ActorCritic(nn.Module):
             ``{"log_prob": (B,), "entropy": (B,), "aux_loss": scalar}``, plus ``"value": (B,)`` with a critic and
             ``"expert_load": (E,)`` with a MoE trunk.
         """
-        distribution, value, aux = self.forward_dist(observation)
-        actions = torch.as_tensor(actions, device=aux["aux_loss"].device)  # numpy or host tensors are accepted too
-        batch = distribution.batch_shape[0]
+        trunk_out = self.trunk(self.encoder(observation))
+        features = trunk_out.features
+        actions = torch.as_tensor(actions, device=features.device)  # numpy or host tensors are accepted too
+        batch = features.shape[0]
         if actions.dim() == 0 or actions.shape[0] != batch:
             raise ValueError(f"actions of shape {tuple(actions.shape)} do not match a batch of {batch} observations")
-        internal = self.policy_head.from_env(actions)
-        result = {"log_prob": distribution.log_prob(internal), "entropy": distribution.entropy(), **aux}
-        if value is not None:
-            result["value"] = value
+        log_prob, entropy = self.policy_head.evaluate(features, actions)
+        result = {"log_prob": log_prob, "entropy": entropy, **self._aux(trunk_out)}
+        if self.has_value:
+            result["value"] = self._value(observation, features)
         return result
 
     def value(self, observation: Observation) -> Tensor:
@@ -389,7 +389,7 @@ class ActorCritic(nn.Module):
         single = _is_single(observation, self.observation_space)
         if single:
             observation = _add_batch_axis(observation)
-        device = next(self.parameters()).device
+        device = next(self.policy_head.parameters()).device  # one small module: cheaper than walking every layer
         with torch.no_grad():
             actions, _ = self.act(obs_to_tensor(observation, self.observation_space, device), deterministic)
         actions_np = actions.cpu().numpy()

@@ -189,9 +189,11 @@ def collect_groups(
     term_sums: dict[str, np.ndarray] = {}
     for _ in range(max_steps):
         indices = np.flatnonzero(active)
-        step_actions = filler_actions(action_space, num_envs)
-        step_log_probs = np.zeros(num_envs, dtype=np.float32)
-        observation_tensor = obs_to_tensor(index_observations(observation, indices), observation_space, device)
+        everyone = len(indices) == num_envs
+        # While every member runs (most steps of most rollouts) the env's batch is the policy's batch: no copy of
+        # the active rows, no filler actions. Codes are not range-checked: the env produced these observations.
+        running = observation if everyone else index_observations(observation, indices)
+        observation_tensor = obs_to_tensor(running, observation_space, device, check_codes=False)
         with torch.no_grad():
             if state is None:
                 sampled, sampled_log_probs = policy.act(observation_tensor, deterministic=deterministic)
@@ -200,9 +202,14 @@ def collect_groups(
                     observation_tensor, state, torch.as_tensor(indices, device=device), deterministic=deterministic
                 )
         sampled_np = sampled.cpu().numpy()
-        step_actions = step_actions.astype(sampled_np.dtype, copy=False)
-        step_actions[indices] = sampled_np
-        step_log_probs[indices] = sampled_log_probs.cpu().numpy()
+        sampled_log_probs_np = sampled_log_probs.cpu().numpy().astype(np.float32, copy=False)
+        if everyone:
+            step_actions, step_log_probs = sampled_np, sampled_log_probs_np
+        else:
+            step_actions = filler_actions(action_space, num_envs).astype(sampled_np.dtype, copy=False)
+            step_actions[indices] = sampled_np
+            step_log_probs = np.zeros(num_envs, dtype=np.float32)
+            step_log_probs[indices] = sampled_log_probs_np
         env_actions = step_actions
         if isinstance(action_space, spaces.Box):
             env_actions = np.clip(step_actions, action_space.low, action_space.high).astype(action_space.dtype)
@@ -287,7 +294,8 @@ class StepCollector:
         self.running_terms: dict[str, np.ndarray] = {}
 
     def _to_tensor(self, observation: Any) -> Any:
-        return obs_to_tensor(observation, self.env.single_observation_space, self.device)
+        # only the env's own observations come through here, so their codes are not range-checked (see collect_groups)
+        return obs_to_tensor(observation, self.env.single_observation_space, self.device, check_codes=False)
 
     def collect(self, policy: Any, num_steps: int) -> StepRollout:
         """Step all envs ``num_steps`` times with ``policy`` (an agents.ActorCritic with a value head)."""

@@ -148,3 +148,38 @@ def test_obs_to_tensor_checks_tensor_codes_too() -> None:
     assert (
         obs_to_tensor(torch.tensor([[0, 9]], dtype=torch.uint8), spaces.Box(0, 9, (2,), np.int64)).dtype == torch.long
     )
+
+
+@pytest.mark.parametrize(
+    ("batch", "space"),
+    [
+        (np.array([[0, 10]], np.uint8), spaces.Box(0, 9, (2,), np.uint8)),  # above a uniform bound (max path)
+        (np.array([[-1, 3]], np.int8), spaces.Box(0, 9, (2,), np.int8)),  # below a uniform bound (min path)
+        (np.array([[2, 2]], np.int64), spaces.MultiDiscrete([3, 2])),  # per-element bounds: 2 >= nvec[1]
+        (np.array([[0, 2]], np.int64), spaces.MultiDiscrete([3, 3], start=[0, 3])),  # below a per-element start
+        (np.array([-2], np.int64), spaces.Discrete(3, start=-1)),  # below a negative start
+        (np.array([[0.0, 12.0]], np.float32), spaces.Box(0, 9, (2,), np.int64)),  # float codes, compared elementwise
+    ],
+)
+@pytest.mark.parametrize("copies", [1, 20_000])  # small batches compare elementwise, large ones by min/max
+def test_code_check_catches_every_side_and_layout(batch: np.ndarray, space: spaces.Space, copies: int) -> None:
+    valid = np.broadcast_to(space.sample(), batch.shape[1:]).astype(batch.dtype)
+    batch = np.concatenate([np.repeat(valid[None], copies - 1, axis=0), batch])  # the bad code comes last
+    with pytest.raises(ValueError, match="outside"):
+        obs_to_tensor(batch, space)
+    # the collector's path for the env's own observations skips only this check; the conversion is the same
+    assert obs_to_tensor(batch, space, check_codes=False).shape == batch.shape
+    obs_to_tensor(batch[:-1], space)  # the valid rows alone pass
+
+
+def test_unchecked_conversion_equals_checked_and_still_checks_shapes() -> None:
+    dict_space = spaces.Dict({"image": MINIGRID_IMAGE, "direction": spaces.Discrete(4)})
+    batch = {
+        "image": np.random.default_rng(0).integers(0, 11, (5, 7, 7, 3), dtype=np.uint8),
+        "direction": np.arange(5) % 4,
+    }
+    checked, unchecked = obs_to_tensor(batch, dict_space), obs_to_tensor(batch, dict_space, check_codes=False)
+    for key in batch:
+        assert unchecked[key].dtype == checked[key].dtype and torch.equal(unchecked[key], checked[key])
+    with pytest.raises(ValueError, match="expected"):
+        obs_to_tensor({"image": np.zeros((5, 7, 7), np.uint8), "direction": np.zeros(5)}, dict_space, check_codes=False)

@@ -12,6 +12,7 @@ import torch
 from gymnasium import spaces
 
 from agents import ActorCritic, Policy, PolicySpec, make_policy, obs_to_tensor
+from agents.heads import make_head
 
 OBSERVATION_SPACES = {
     "box": spaces.Box(-1.0, 1.0, (4,), np.float32),
@@ -410,3 +411,56 @@ def test_unsupported_spaces_raise(observation_space: spaces.Space, action_space:
 def test_make_policy_needs_a_spec() -> None:
     with pytest.raises(TypeError, match="needs a PolicySpec"):
         make_policy({"hidden_sizes": (64,)}, OBSERVATION_SPACES["box"], ACTION_SPACES["discrete"])
+
+
+# --- the categorical fast path ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", [0, -1])
+def test_categorical_act_draws_exactly_what_the_distribution_draws(start: int) -> None:
+    # The collector's actions must stay bit-identical to Categorical sampling, so seeded runs reproduce across the
+    # change; peaked and flat logits, and -inf (impossible) actions, on one batch.
+    head = make_head(8, spaces.Discrete(5, start=start), 0.0)
+    features = torch.randn(512, 8) * 3
+    with torch.no_grad():
+        head.logits.bias.copy_(torch.tensor([0.0, -math.inf, 2.0, 0.5, -1.0]))
+    for seed in range(5):
+        torch.manual_seed(seed)
+        actions, log_prob = head.act(features)
+        after_fast = torch.rand(3)
+        torch.manual_seed(seed)
+        distribution = torch.distributions.Categorical(logits=head.logits(features), validate_args=False)
+        sample = distribution.sample()
+        after_reference = torch.rand(3)
+        assert torch.equal(actions, sample + start)
+        assert torch.equal(log_prob, distribution.log_prob(sample))
+        assert torch.equal(after_fast, after_reference)  # the same random numbers were consumed
+        assert not (actions == 1 + start).any()  # probability 0 is never drawn
+    greedy, greedy_log_prob = head.act(features, deterministic=True)
+    assert torch.equal(greedy, distribution.logits.argmax(-1) + start)
+    assert torch.equal(greedy_log_prob, distribution.log_prob(greedy - start))
+
+
+def test_categorical_evaluate_matches_the_distribution_with_gradients() -> None:
+    head = make_head(8, spaces.Discrete(4, start=2), 0.0)
+    features = torch.randn(64, 8, requires_grad=True)
+    actions = torch.randint(2, 6, (64,))
+    log_prob, entropy = head.evaluate(features, actions)
+    distribution = torch.distributions.Categorical(logits=head.logits(features))
+    assert torch.equal(log_prob, distribution.log_prob(actions - 2))
+    torch.testing.assert_close(entropy, distribution.entropy())
+    fast_grad = torch.autograd.grad((log_prob + entropy).sum(), features)[0]
+    reference_grad = torch.autograd.grad((distribution.log_prob(actions - 2) + distribution.entropy()).sum(), features)
+    torch.testing.assert_close(fast_grad, reference_grad[0])
+    with torch.no_grad():
+        head.logits.bias.copy_(torch.tensor([0.0, -math.inf, 1.0, 1.0]))
+    _, entropy = head.evaluate(features, actions)
+    assert torch.isfinite(entropy).all()  # an impossible action contributes 0 * log 0 = 0, not NaN
+
+
+def test_categorical_act_reports_diverged_weights() -> None:
+    head = make_head(4, spaces.Discrete(3), 0.0)
+    with torch.no_grad():
+        head.logits.bias.fill_(math.nan)
+    with pytest.raises(ValueError, match="NaN action probabilities"):
+        head.act(torch.zeros(2, 4))
