@@ -13,11 +13,13 @@ hooks the trainers use for sequence policies:
 
 * ``initial_state`` / ``act_with_state``: incremental decoding. The first call for a row prefills its cache from
   the observation; later calls feed only the newest token and attend over the cached keys and values.
-* ``evaluate_episodes``: one masked full-sequence forward that scores every generated token of a batch of episodes.
+* ``evaluate_episodes``: one masked full-sequence forward that scores every generated token of a batch of episodes
+  and, for PPO, gives the critic's value of every observation along them (``with_values=True``).
 
 Where this departs from GPT-2:
 1. The output layer is a separate ``policy_head`` over the action space (not tied to the token embedding), and a
-   value head (PPO) reads the hidden state of the last token.
+   value head (PPO) reads the hidden state of the last token (of every observation along an episode, in
+   ``evaluate_episodes``: the causal mask makes position ``i``'s hidden state that of the observation ending there).
 2. ``temperature`` and ``top_p`` are part of the policy: every log-probability it reports, sampled or evaluated,
    is of the tempered, nucleus-renormalised distribution, so importance ratios start at exactly 1. When an action
    is evaluated, it is kept in the support even if it fell out of the nucleus since it was sampled (its
@@ -157,6 +159,25 @@ class PackedLayout(NamedTuple):
     index: Tensor
     shape: tuple[int, int]
     visible: Tensor
+
+
+class _Episodes(NamedTuple):
+    """A checked batch of ``M`` whole episodes of up to ``T`` generated tokens (see ``evaluate_episodes``).
+
+    Attributes:
+        prompts: ``(M, L)`` long first observations; prompt_lengths: ``(M,)`` their real tokens.
+        actions: ``(M, T)`` long generated tokens; mask: ``(M, T)`` bool, a prefix of each row.
+        generated: ``(M,)`` steps per episode; total: ``(M,)`` prompt plus generated tokens.
+        width: the longest ``total`` (at least 1): the columns of a whole-episode forward.
+    """
+
+    prompts: Tensor
+    prompt_lengths: Tensor
+    actions: Tensor
+    mask: Tensor
+    generated: Tensor
+    total: Tensor
+    width: int
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
@@ -751,6 +772,12 @@ class TransformerPolicy(nn.Module):
             the forward output, callers use the MoE terms (``aux_loss``, ``expert_load``); its ``hidden`` depends on
             the path taken.
         """
+        episodes = self._episodes(first_observations, actions, mask)
+        hidden, out = self._episode_states(episodes, through_final=False)
+        return self.policy_head(hidden), episodes.actions, out
+
+    def _episodes(self, first_observations: Tensor, actions: Tensor, mask: Tensor) -> _Episodes:
+        """Checked episodes: prompts, their lengths, long actions, bool mask, generated counts, total widths."""
         prompts, prompt_lengths = self._tokens(first_observations)
         actions = torch.as_tensor(actions, device=self.device).long()
         mask = torch.as_tensor(mask, device=self.device).bool()
@@ -759,7 +786,7 @@ class TransformerPolicy(nn.Module):
                 f"actions {tuple(actions.shape)} and mask {tuple(mask.shape)} must both be (M, T) with M = "
                 f"{prompts.shape[0]} episodes"
             )
-        count, steps = actions.shape
+        steps = actions.shape[1]
         generated = mask.sum(dim=1)
         if not torch.equal(mask, torch.arange(steps, device=mask.device) < generated[:, None]):
             raise ValueError("mask must be a prefix in each row (True for the steps that happened, then False)")
@@ -769,49 +796,65 @@ class TransformerPolicy(nn.Module):
             raise ValueError(
                 f"an episode of {width} tokens (prompt + generated) exceeds context_length={self.config.context_length}"
             )
-        groups = None if self.is_moe or steps < 2 else _shared_prompts(prompts, prompt_lengths)
-        if groups is None:
-            hidden, out = self._episode_hidden(prompts, prompt_lengths, actions, mask, total, width)
-        else:
-            hidden, out = self._episode_hidden_shared(*groups, prompt_lengths, actions, generated)
-        return self.policy_head(hidden), actions, out
+        return _Episodes(prompts, prompt_lengths, actions, mask, generated, total, width)
 
-    def _episode_hidden(
-        self, prompts: Tensor, prompt_lengths: Tensor, actions: Tensor, mask: Tensor, total: Tensor, width: int
-    ) -> tuple[Tensor, TransformerOutput]:
-        """Hidden states ``(M, T, D)`` that predict each generated token, from one forward over whole episodes."""
-        count, steps = actions.shape
-        sequence = prompts.new_zeros((count, width))
-        prompt_width = min(width, prompts.shape[1])
-        sequence[:, :prompt_width] = prompts[:, :prompt_width]
-        columns = prompt_lengths[:, None] + torch.arange(steps, device=self.device)  # (M, T) where token t goes
+    def _episode_states(self, episodes: _Episodes, through_final: bool) -> tuple[Tensor, TransformerOutput]:
+        """Actor hidden states of each episode's observations ``s_0..s_{T-1}`` ``(M, T, D)`` (the state ``s_t``
+        predicts generated token ``t``), or ``s_0..s_T`` ``(M, T + 1, D)`` with ``through_final`` (the value of the
+        observation after the last step, for bootstrapping). Shared prompts take the fast path (dense blocks)."""
+        steps = episodes.actions.shape[1]
+        groups = None if self.is_moe or steps < 2 else _shared_prompts(episodes.prompts, episodes.prompt_lengths)
+        if groups is None:
+            sequence, _ = self._episode_sequence(episodes)
+            out = self.transformer(
+                sequence, token_mask=torch.arange(episodes.width, device=self.device) < episodes.total[:, None]
+            )
+            return self._read_states(out.hidden, episodes, steps + through_final), out
+        return self._episode_hidden_shared(*groups, episodes, through_final)
+
+    def _episode_sequence(self, episodes: _Episodes) -> tuple[Tensor, Tensor]:
+        """Whole episodes as left-aligned token rows ``(M, W)`` (prompt, then generated tokens, then PAD), and the
+        column ``(M, T)`` where each generated token sits."""
+        count, steps = episodes.actions.shape
+        sequence = episodes.prompts.new_zeros((count, episodes.width))
+        prompt_width = min(episodes.width, episodes.prompts.shape[1])
+        sequence[:, :prompt_width] = episodes.prompts[:, :prompt_width]
+        columns = episodes.prompt_lengths[:, None] + torch.arange(steps, device=self.device)
         rows = torch.arange(count, device=self.device)[:, None].expand(count, steps)
-        sequence[rows[mask], columns[mask]] = actions[mask]
-        out = self.transformer(sequence, token_mask=torch.arange(width, device=self.device) < total[:, None])
-        # the token at column c is predicted from the hidden state at column c - 1
-        read = (columns - 1).clamp(max=width - 1)
-        return out.hidden[rows, read], out
+        sequence[rows[episodes.mask], columns[episodes.mask]] = episodes.actions[episodes.mask]
+        return sequence, columns
+
+    def _read_states(self, hidden: Tensor, episodes: _Episodes, count: int) -> Tensor:
+        """Hidden states ``(M, count, D)`` of observations ``s_0..s_{count-1}`` from a full forward's ``(M, W, D)``:
+        ``s_t`` ends at column ``prompt_length + t - 1`` (its last real token). Columns past an episode's end are
+        clamped into the row; the values read there are meaningless and masked by the callers."""
+        columns = episodes.prompt_lengths[:, None] - 1 + torch.arange(count, device=self.device)
+        rows = torch.arange(hidden.shape[0], device=self.device)[:, None]
+        return hidden[rows, columns.clamp(max=episodes.width - 1)]
 
     def _episode_hidden_shared(
-        self, unique: Tensor, inverse: Tensor, prompt_lengths: Tensor, actions: Tensor, generated: Tensor
+        self, unique: Tensor, inverse: Tensor, episodes: _Episodes, through_final: bool
     ) -> tuple[Tensor, TransformerOutput]:
-        """Same as :meth:`_episode_hidden` when episodes share prompts (GRPO's groups): each distinct prompt
-        ``unique`` ``(U, W)`` goes through the network once, and its keys and values are reused by the ``M`` episodes
-        (``inverse`` ``(M,)`` names each episode's prompt row), which run only their generated tokens, packed: an
-        episode of ``g`` generated tokens runs its first ``g - 1`` (the last one predicts nothing).
+        """Same as the plain path of :meth:`_episode_states` when episodes share prompts (GRPO's groups): each
+        distinct prompt ``unique`` ``(U, W)`` goes through the network once, and its keys and values are reused by the
+        ``M`` episodes (``inverse`` ``(M,)`` names each episode's prompt row), which run only their generated tokens,
+        packed: an episode of ``g`` generated tokens runs its first ``g - 1`` (the last one predicts nothing), or all
+        ``g`` with ``through_final`` (the last one's hidden state is the final observation's).
 
         Causal attention makes this exact: a prompt token's hidden state, key and value depend on the prompt alone.
         Gradients through the shared prefix add up over the episodes that read it, as they do in the plain path.
         Masked steps get a zero hidden state (their logits are the policy head's bias).
         """
+        prompt_lengths, actions, generated = episodes.prompt_lengths, episodes.actions, episodes.generated
         count, steps = actions.shape
-        width, prompt_width = steps - 1, unique.shape[1]
+        width, prompt_width = steps - 1 + through_final, unique.shape[1]
         prefix = self.transformer(unique, return_cache=True)
         assert prefix.keys is not None and prefix.values is not None
         first = prefix.hidden[inverse, prompt_lengths - 1]  # (M, D): predicts the first generated token
         # generated token t (t < g - 1) sits at position prompt_length + t and predicts token t + 1
         offsets = torch.arange(width, device=self.device)
-        index = torch.nonzero((offsets < generated[:, None] - 1).reshape(-1)).squeeze(1)  # (K,) slots m * S + t
+        runs = generated[:, None] - 1 + through_final
+        index = torch.nonzero((offsets < runs).reshape(-1)).squeeze(1)  # (K,) slots m * S + t
         past_visible = torch.arange(prompt_width, device=self.device) < prompt_lengths[:, None]  # (M, W)
         causal = offsets[None, :] <= offsets[:, None]  # (S, S)
         visible = torch.cat(
@@ -828,25 +871,50 @@ class TransformerPolicy(nn.Module):
         hidden = torch.cat((first[:, None], grid.view(count, width, -1)), dim=1)
         return hidden, TransformerOutput(hidden, prefix.aux_loss, None, None, None)
 
-    def evaluate_episodes(self, first_observations: Tensor, actions: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Log-probabilities and entropies of every generated token of ``M`` episodes (one masked forward).
+    def evaluate_episodes(
+        self, first_observations: Tensor, actions: Tensor, mask: Tensor, with_values: bool = False
+    ) -> dict[str, Tensor]:
+        """Log-probabilities and entropies of every generated token of ``M`` episodes (one masked forward), and with
+        ``with_values`` the critic's value of every observation along them.
 
         Args:
             first_observations: ``(M, L)`` prompts; actions: ``(M, T)`` generated tokens; mask: ``(M, T)`` bool.
+            with_values: also return values (PPO on whole episodes). With ``shared_trunk`` they come from the same
+                forward; a separate critic runs one more forward over the whole episodes.
 
         Returns:
             ``{"log_prob": (M, T), "entropy": (M, T), "aux_loss": scalar}`` (0 at masked steps), plus
-            ``"expert_load": (E,)`` with MoE blocks. The distribution is the tempered, nucleus-truncated one.
+            ``"expert_load": (E,)`` with MoE blocks. The distribution is the tempered, nucleus-truncated one. With
+            ``with_values``: ``"value": (M, T)``, ``V(s_t)`` of the observation step ``t`` was taken in (equal to
+            :meth:`value` on it; 0 at masked steps), and ``"final_value": (M,)``, ``V`` of the observation after each
+            episode's last step (to bootstrap an episode cut by a length limit).
+
+        Raises:
+            RuntimeError: ``with_values`` on a policy built with ``value_head=False``.
         """
-        logits, actions, out = self.episode_logits(first_observations, actions, mask)
-        mask = torch.as_tensor(mask, device=self.device).bool()
-        log_probs = self._log_probs(logits, keep=actions)
-        chosen = log_probs.gather(-1, actions[..., None]).squeeze(-1)
-        return {
-            "log_prob": torch.where(mask, chosen, 0.0),
-            "entropy": torch.where(mask, _entropy(log_probs), 0.0),
+        if with_values and not self.has_value:
+            raise RuntimeError("this policy has no value head; build it with PolicySpec(value_head=True)")
+        episodes = self._episodes(first_observations, actions, mask)
+        steps = episodes.actions.shape[1]
+        actor_values = with_values and self.spec.shared_trunk
+        hidden, out = self._episode_states(episodes, through_final=actor_values)
+        log_probs = self._log_probs(self.policy_head(hidden[:, :steps]), keep=episodes.actions)
+        chosen = log_probs.gather(-1, episodes.actions[..., None]).squeeze(-1)
+        result = {
+            "log_prob": torch.where(episodes.mask, chosen, 0.0),
+            "entropy": torch.where(episodes.mask, _entropy(log_probs), 0.0),
             **self._aux(out),
         }
+        if with_values:
+            if actor_values:
+                states = hidden
+            else:
+                sequence, _ = self._episode_sequence(episodes)
+                states = self._read_states(self.critic(sequence).hidden, episodes, steps + 1)
+            values = self.value_head(states).squeeze(-1)  # (M, T + 1): V(s_0) .. V(s_T)
+            result["value"] = torch.where(episodes.mask, values[:, :steps], 0.0)
+            result["final_value"] = values.gather(1, episodes.generated[:, None]).squeeze(1)
+        return result
 
     # --- numpy interface ---
 

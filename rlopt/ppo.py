@@ -10,6 +10,11 @@ Where this departs from the paper:
 2. Advantages are normalised per minibatch, the value loss may be clipped (PPO2), and an epoch loop stops early
    when the approximate KL exceeds ``target_kl`` (as in stable-baselines3).
 3. Actor and critic are separate networks by default; ``shared_trunk`` puts them on one feature trunk.
+4. Sequence policies (the token transformer, which has ``evaluate_episodes``) train on whole episodes: rollouts are
+   complete episodes decoded with the KV cache (:func:`rlopt.rollout.collect_groups`, one start seed each), the
+   value of every step comes from one forward over the whole episode, and each minibatch of episodes is scored by
+   one forward (plus one for a separate critic). The loss is the same per-step PPO loss, averaged over the
+   minibatch's steps; this only removes the cost of re-running a full sequence for every single step.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
@@ -25,9 +31,19 @@ from agents import obs_to_tensor
 from rlopt import functional as F
 from rlopt.config import ConfigError, PolicyOptions, RunConfig, check_choice, check_range, option
 from rlopt.logger import mean_or_nan
-from rlopt.rollout import StepCollector, StepRollout, index_observations
+from rlopt.rollout import (
+    GroupedRollout,
+    StepCollector,
+    StepRollout,
+    collect_groups,
+    concatenate_groups,
+    index_observations,
+)
 from rlopt.session import TrainingSession, build_policy
-from rlopt.vector import make_vector_env
+from rlopt.vector import episode_step_limit, make_vector_env
+
+#: Start seeds of training episodes are drawn below this bound (evaluation seeds lie above it, as for GRPO).
+TRAIN_SEED_BOUND = 2**30
 
 
 @dataclass
@@ -35,7 +51,12 @@ class PPOConfig(PolicyOptions, RunConfig):
     """Every PPO hyperparameter; each becomes a ``rlopt train --algo ppo`` option."""
 
     num_envs: int = option(16, "Parallel environments.")
-    num_steps: int = option(128, "Steps per environment per rollout (batch = num_envs x num_steps).")
+    num_steps: int = option(
+        128,
+        "Steps per environment per rollout (batch = num_envs x num_steps). Sequence policies (architecture "
+        "transformer) collect whole episodes instead, num_envs at a time from fresh start seeds, until the rollout "
+        "holds at least num_envs x num_steps env steps; minibatches then split it by episode.",
+    )
     learning_rate: float = option(3e-4, "Adam learning rate.")
     lr_schedule: str = option("constant", "Learning-rate schedule over the run.", ("constant", "linear"))
     update_epochs: int = option(4, "Passes over each rollout.")
@@ -96,6 +117,9 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
     if session.resume:
         session.restore(policy, optimizer)
+    if is_episodic(policy):
+        env.close()  # whole episodes need autoreset DISABLED (an --init checkpoint decides the architecture)
+        return _train_episodes(config, session, policy, optimizer, spec)
     # a resumed run restarts its envs from fresh seeds: mid-episode env state is not part of a checkpoint
     collector = StepCollector(env, device, seed=int(session.numpy_rng.integers(0, 2**30)))
     hyperparameters = config.to_dict()
@@ -238,4 +262,283 @@ def _update(
     metrics["train/explained_variance"] = F.explained_variance(b_values.cpu(), b_returns.cpu())
     if hasattr(policy, "log_std"):
         metrics["train/std"] = float(policy.log_std.detach().exp().mean())
+    return metrics
+
+
+# --- whole episodes (sequence policies) --------------------------------------------------------------------------
+
+
+def is_episodic(policy: Any) -> bool:
+    """Whether PPO trains ``policy`` on whole episodes: sequence policies that score an episode in one forward."""
+    return hasattr(policy, "evaluate_episodes")
+
+
+class _TerminationRecorder(gym.vector.VectorWrapper):
+    """Keeps each step's ``terminated`` flags of a vector env: :func:`collect_groups` keeps only which steps
+    happened, and PPO must tell a termination (no future) from a cut by a length limit (bootstrapped)."""
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        self.terminated: list[np.ndarray] = []
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        self.terminated = []
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(actions)
+        self.terminated.append(np.array(terminated, dtype=bool))
+        return observation, reward, terminated, truncated, info
+
+    def last_step_terminated(self, lengths: np.ndarray) -> np.ndarray:
+        """``(N,)`` whether each episode of the last rollout (``lengths`` steps) ended by termination; False for
+        one truncated by the env or still running at the collector's cap."""
+        if not self.terminated:
+            return np.zeros(len(lengths), dtype=bool)
+        flags = np.stack(self.terminated)  # (T, N)
+        return flags[np.maximum(lengths, 1) - 1, np.arange(len(lengths))] & (lengths > 0)
+
+
+@dataclass
+class EpisodeBatch:
+    """A PPO rollout of whole episodes, ``N`` episodes of up to ``T`` steps, tensors on the training device.
+
+    Attributes:
+        rollout: the collected episodes (observations ``(T, N, L)``, actions ``(T, N)``, ...).
+        first_observations: ``(N, L)`` each episode's first observation (the prompt).
+        actions: ``(N, T)`` long; mask: ``(N, T)`` True at steps that happened.
+        log_probs: ``(N, T)`` behaviour log-probabilities (from the rollout).
+        values: ``(N, T)`` ``V(s_t)``; final_values: ``(N,)`` V of the observation after the last step.
+        terminated: ``(N,)`` the episode ended by termination (else it was cut and is bootstrapped).
+    """
+
+    rollout: GroupedRollout
+    first_observations: torch.Tensor
+    actions: torch.Tensor
+    mask: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    final_values: torch.Tensor
+    terminated: torch.Tensor
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.mask.shape[0])
+
+
+def _train_episodes(
+    config: PPOConfig, session: TrainingSession, policy: Any, optimizer: torch.optim.Optimizer, spec: Any
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The PPO loop for sequence policies (see the module docstring, item 4); logs, checkpoints and summary are
+    the step path's."""
+    device = session.device
+    env = _TerminationRecorder(
+        make_vector_env(config.env_id, config.num_envs, AutoresetMode.DISABLED, config.env_kwargs)
+    )
+    max_steps = episode_step_limit(config.env_id, config.env_kwargs)
+    hyperparameters = config.to_dict()
+    session.start(policy, hyperparameters)
+    recent_returns: list[float] = []
+    recent_lengths: list[int] = []
+    recent_success: list[float] = []
+
+    try:
+        while not session.done:
+            session.schedule_learning_rate(optimizer, config.learning_rate, config.lr_schedule)
+            # --- rollout ---
+            batch = _collect_episodes(config, session, env, policy, max_steps, device)
+            rollout = batch.rollout
+
+            # --- advantages ---
+            advantages, returns = _episode_gae(
+                config,
+                torch.as_tensor(rollout.rewards, device=device),
+                batch.values,
+                batch.final_values,
+                batch.mask,
+                batch.terminated,
+            )
+
+            # --- update epochs ---
+            train_metrics = _update_episodes(config, policy, optimizer, batch, advantages, returns, device)
+
+            # --- log ---
+            recent_returns = (recent_returns + rollout.returns.tolist())[-100:]
+            recent_lengths = (recent_lengths + rollout.lengths.tolist())[-100:]
+            recent_success = (recent_success + rollout.success.tolist())[-100:]
+            session.advance(rollout.env_steps, {"ret": mean_or_nan(recent_returns)})
+            metrics = {
+                "rollout/ep_rew_mean": mean_or_nan(recent_returns),
+                "rollout/ep_len_mean": mean_or_nan(recent_lengths),
+                "rollout/success_rate": mean_or_nan(recent_success),
+                "time/fps": session.env_steps / session.elapsed,
+                "train/learning_rate": optimizer.param_groups[0]["lr"],
+            }
+            for term, values in rollout.reward_terms.items():
+                metrics[f"rewards/{term}"] = mean_or_nan(values.tolist())
+            session.log({**metrics, **train_metrics})
+            session.maybe_evaluate(policy)
+
+            # --- checkpoint ---
+            session.maybe_checkpoint(policy, optimizer, {}, spec)
+        summary = session.finish(policy, optimizer, spec, hyperparameters)
+    finally:
+        env.close()
+    return policy, summary
+
+
+def _collect_episodes(
+    config: PPOConfig,
+    session: TrainingSession,
+    env: _TerminationRecorder,
+    policy: Any,
+    max_steps: int,
+    device: torch.device,
+) -> EpisodeBatch:
+    """Whole episodes, ``num_envs`` at a time (each from its own start seed, decoded with the policy's KV cache),
+    until they hold ``batch_size`` env steps; then every step's value from one no-grad forward per episode."""
+    parts: list[GroupedRollout] = []
+    terminated: list[np.ndarray] = []
+    steps = 0
+    while steps < config.batch_size:
+        seeds = session.numpy_rng.integers(0, TRAIN_SEED_BOUND, size=config.num_envs)
+        part = collect_groups(env, policy, seeds, 1, max_steps, device)
+        parts.append(part)
+        terminated.append(env.last_step_terminated(part.lengths))
+        steps += part.env_steps
+    rollout = concatenate_groups(parts)
+    first = obs_to_tensor(
+        index_observations(rollout.observations, 0), env.single_observation_space, device, check_codes=False
+    )
+    actions = torch.as_tensor(rollout.actions.T, device=device).long()
+    mask = torch.as_tensor(rollout.mask, device=device)
+    with torch.no_grad():
+        evaluation = policy.evaluate_episodes(first, actions, mask, with_values=True)
+    return EpisodeBatch(
+        rollout=rollout,
+        first_observations=first,
+        actions=actions,
+        mask=mask,
+        log_probs=torch.as_tensor(rollout.log_probs, device=device),
+        values=evaluation["value"],
+        final_values=evaluation["final_value"],
+        terminated=torch.as_tensor(np.concatenate(terminated), device=device),
+    )
+
+
+def _episode_gae(
+    config: PPOConfig,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    final_values: torch.Tensor,
+    mask: torch.Tensor,
+    terminated: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE along each of ``N`` episodes ``(N, T)``, with the step path's semantics: an episode's last step has no
+    future if it terminated, and is bootstrapped from ``V(final observation)`` if it was cut (truncated by the env,
+    or still running at the collector's cap). Advantages and returns are 0 at masked steps.
+
+    Args:
+        rewards, values: ``(N, T)`` (ignored at masked steps); final_values: ``(N,)`` V of the observation after
+            each episode's last step; mask: ``(N, T)`` bool, a prefix per row; terminated: ``(N,)`` bool.
+    """
+    num_episodes = mask.shape[0]
+    last = (mask.sum(dim=1) - 1).clamp(min=0)  # (N,) index of each episode's last step
+    episodes = torch.arange(num_episodes, device=mask.device)
+    ending = torch.zeros_like(mask)
+    ending[episodes, last] = True
+    # time-major for F.gae; a masked step counts as terminated, so nothing flows into or out of it
+    next_values = torch.cat([values[:, 1:], values.new_zeros((num_episodes, 1))], dim=1)
+    next_values[episodes, last] = torch.where(terminated, 0.0, final_values).to(values.dtype)
+    ended_by_termination = (ending & terminated[:, None]) | ~mask
+    truncated = ending & ~terminated[:, None]
+    advantages, returns = F.gae(
+        torch.where(mask, rewards, 0.0).float().T,
+        torch.where(mask, values, 0.0).float().T,
+        next_values.float().T,
+        ended_by_termination.T,
+        truncated.T,
+        config.gamma,
+        config.gae_lambda,
+    )
+    advantages, returns = advantages.T, returns.T
+    return torch.where(mask, advantages, 0.0), torch.where(mask, returns, 0.0)
+
+
+def _update_episodes(
+    config: PPOConfig,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    batch: EpisodeBatch,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    device: torch.device,
+) -> dict[str, float]:
+    """The step path's epochs (same losses, normalisation, clipping, early stop), over minibatches of whole episodes:
+    one forward per minibatch gives every step's log-probability, entropy and value; losses average over its steps."""
+    totals: dict[str, list[float]] = {}
+    stop = False
+    for _ in range(config.update_epochs):
+        order = torch.randperm(batch.num_episodes)
+        for members in torch.tensor_split(order, config.num_minibatches):
+            if len(members) == 0:
+                continue
+            members = members.to(device)
+            mb_mask = batch.mask[members]
+            width = int(mb_mask.sum(dim=1).max())  # the minibatch's longest episode
+            mb_mask = mb_mask[:, :width]
+            evaluation = policy.evaluate_episodes(
+                batch.first_observations[members], batch.actions[members, :width], mb_mask, with_values=True
+            )
+            mb_advantages = advantages[members, :width][mb_mask]
+            if config.norm_adv and len(mb_advantages) > 1:
+                mb_advantages = F.normalize(mb_advantages)
+            per_step, clip_metrics = F.clipped_surrogate(
+                evaluation["log_prob"][mb_mask],
+                batch.log_probs[members, :width][mb_mask],
+                mb_advantages,
+                config.clip_coef,
+            )
+            policy_loss = per_step.mean()
+            value_loss = F.value_loss(
+                evaluation["value"][mb_mask],
+                batch.values[members, :width][mb_mask],
+                returns[members, :width][mb_mask],
+                config.clip_coef if config.clip_vloss else None,
+            ).mean()
+            entropy = evaluation["entropy"][mb_mask].mean()
+            aux_loss = evaluation.get("aux_loss", torch.zeros((), device=device))
+            loss = (
+                policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+            )
+            if not torch.isfinite(loss):
+                raise FloatingPointError("PPO loss became non-finite; lower learning_rate or check the env's rewards")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            approx_kl = clip_metrics["approx_kl"].mean().item()
+            record = {
+                "train/policy_gradient_loss": policy_loss.item(),
+                "train/value_loss": value_loss.item(),
+                "train/entropy_loss": -entropy.item(),
+                "train/approx_kl": approx_kl,
+                "train/clip_fraction": clip_metrics["clipped"].float().mean().item(),
+                "train/loss": loss.item(),
+            }
+            if "expert_load" in evaluation:
+                record["moe/aux_loss"] = float(aux_loss)
+                for index, load in enumerate(evaluation["expert_load"].detach().cpu().tolist()):
+                    record[f"moe/expert_load_{index}"] = load
+            for key, value in record.items():
+                totals.setdefault(key, []).append(value)
+            if config.target_kl is not None and approx_kl > 1.5 * config.target_kl:
+                stop = True
+                break
+        if stop:
+            break
+    metrics = {key: float(np.mean(values)) for key, values in totals.items()}
+    metrics["train/explained_variance"] = F.explained_variance(
+        batch.values[batch.mask].cpu(), returns[batch.mask].cpu()
+    )
     return metrics

@@ -106,6 +106,11 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         (
             "rlopt/MathReasoning-*",
             {
+                # gamma = lambda = 1: the token MDP's reward comes at the end of short episodes. With the transformer
+                # a rollout is whole episodes, 32 at a time, until it holds >= 32 x 64 env steps (rlopt/ppo.py).
+                # The value head sits on the policy's own trunk (the "value head on the same transformer";
+                # with --init it starts from the supervised features, and is 1.5x faster than a second trunk)
+                "shared_trunk": True,
                 "num_envs": 32,
                 "num_steps": 64,
                 "learning_rate": 5e-4,

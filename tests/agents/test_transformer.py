@@ -327,6 +327,60 @@ def test_value_head_on_the_transformer(shared: bool) -> None:
         actor.value(prompts)
 
 
+def value_episodes(grouped: bool):
+    """Episodes for the per-position value tests: ragged prompts, one of them filled to the last column (a length
+    cut, whose final observation must still be valued), or shuffled GRPO-style groups (the shared-prompt path)."""
+    if grouped:
+        return grouped_episodes(group_size=3)
+    prompts = ragged_prompts()
+    steps = LENGTH - max(PROMPT_LENGTHS)
+    actions = torch.randint(1, VOCAB, (len(prompts), steps), generator=torch.Generator().manual_seed(3))
+    generated = torch.tensor([4, 2, 6, steps, 1])  # row 3 (prompt of 7) ends with a full buffer
+    return prompts, actions, torch.arange(steps) < generated[:, None]
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "shared-prompts"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-trunk", "separate-critic"])
+def test_episode_values_equal_the_value_of_every_prefix(shared: bool, grouped: bool, monkeypatch) -> None:
+    policy = tiny(value_head=True, shared_trunk=shared, temperature=1.3, top_p=0.8)
+    with torch.no_grad():
+        policy.value_head.weight.mul_(50.0)  # values far from 0, so a wrong position would show
+    prompts, actions, mask = value_episodes(grouped)
+    calls = []
+    extend = policy.transformer.extend
+    monkeypatch.setattr(policy.transformer, "extend", lambda *args: calls.append(args[0].shape) or extend(*args))
+    scored = policy.evaluate_episodes(prompts, actions, mask, with_values=True)
+    assert bool(calls) == grouped, "grouped episodes take the shared-prompt path, distinct prompts the plain one"
+    plain = policy.evaluate_episodes(prompts, actions, mask)
+    torch.testing.assert_close(scored["log_prob"], plain["log_prob"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scored["entropy"], plain["entropy"], atol=1e-5, rtol=0)
+    assert scored["value"].shape == mask.shape and scored["final_value"].shape == (len(prompts),)
+    assert (scored["value"][~mask] == 0).all()
+    for row in range(len(prompts)):
+        observation = prompts[row].clone()
+        start = int(token_lengths(prompts[row : row + 1])[0])
+        for step in range(int(mask[row].sum())):
+            single = policy.evaluate_actions(observation[None], actions[row, step : step + 1])
+            torch.testing.assert_close(
+                scored["value"][row, step], policy.value(observation[None])[0], atol=1e-5, rtol=0
+            )
+            torch.testing.assert_close(scored["log_prob"][row, step], single["log_prob"][0], atol=1e-5, rtol=0)
+            observation[start + step] = actions[row, step]
+        # the observation after the last step (a full buffer for row 3 of the plain layout)
+        torch.testing.assert_close(scored["final_value"][row], policy.value(observation[None])[0], atol=1e-5, rtol=0)
+    assert scored["value"].abs().max() > 1e-2
+    (scored["log_prob"].sum() + scored["value"].sum() + scored["final_value"].sum()).backward()
+    assert policy.value_head.weight.grad is not None and policy.value_head.weight.grad.abs().sum() > 0
+    trunk = policy.transformer if shared else policy.critic
+    assert all(parameter.grad is not None for parameter in trunk.parameters())
+
+
+def test_episode_values_need_a_value_head() -> None:
+    prompts, actions, mask = value_episodes(grouped=False)
+    with pytest.raises(RuntimeError, match="no value head"):
+        tiny().evaluate_episodes(prompts, actions, mask, with_values=True)
+
+
 def test_moe_blocks_report_aux_loss_and_expert_load() -> None:
     policy = tiny(num_experts=4, top_k=2)
     assert policy.is_moe

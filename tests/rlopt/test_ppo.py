@@ -1,4 +1,5 @@
-"""rlopt's own PPO: learning on CartPole and the empty grid, value head, truncation bootstrapping, checkpoints."""
+"""rlopt's own PPO: learning on CartPole and the empty grid, value head, truncation bootstrapping, checkpoints, and
+the whole-episode path of sequence policies (the math token transformer)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlopt import api
+from agents import TransformerPolicy
+from agents.transformer import token_lengths
+from envs.math_reasoning import EOS
+from rlopt import api, ppo
 from rlopt.config import ConfigError
 from rlopt.ppo import PPOConfig, _gae
 from rlopt.rollout import StepRollout
+
+MATH = "rlopt/MathReasoning-v0"
+#: a tiny transformer PPO on level 1 of the math env (a few seconds per run)
+TINY_MATH = dict(
+    architecture="transformer",
+    num_layers=1,
+    num_heads=2,
+    model_dim=32,
+    env_kwargs={"level": 1},
+    num_envs=8,
+    num_steps=16,
+    num_minibatches=2,
+    update_epochs=2,
+    progress=False,
+    eval_episodes=4,
+    device="cpu",
+)
 
 
 def test_ppo_learns_cartpole(tmp_path: Path) -> None:
@@ -83,3 +105,104 @@ def test_ppo_resume_and_shared_trunk(tmp_path: Path) -> None:
     _, second = api.resume(tmp_path / "r", total_steps=1024)
     assert second["env_steps"] == 1024
     assert torch.isfinite(torch.cat([p.flatten() for p in policy.parameters()])).all()
+
+
+# --- whole episodes: the transformer ------------------------------------------------------------------------------
+
+
+def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def test_transformer_ppo_trains_on_whole_episodes_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    def step_path(*args, **kwargs):
+        raise AssertionError("the transformer must not take the per-step PPO path")
+
+    monkeypatch.setattr(ppo, "_update", step_path)
+    monkeypatch.setattr(ppo.StepCollector, "collect", step_path)
+    updates = []
+    update = ppo._update_episodes
+    monkeypatch.setattr(ppo, "_update_episodes", lambda *args: updates.append(args[3].num_episodes) or update(*args))
+    config = api.make_config("ppo", MATH, total_steps=256, logdir=str(tmp_path), run_name="t", **TINY_MATH)
+    policy, first = api.train(config)
+    assert isinstance(policy, TransformerPolicy) and policy.has_value
+    # each rollout: rounds of num_envs = 8 whole episodes until at least 8 x 16 = 128 env steps
+    assert updates and all(count % 8 == 0 for count in updates)
+    assert first["finished"] and first["env_steps"] >= 256
+    for tag in (
+        "rollout/ep_rew_mean",
+        "rollout/success_rate",
+        "train/value_loss",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/explained_variance",
+        "rewards/accuracy",
+        "time/fps",
+    ):
+        assert np.isfinite(_scalars(tmp_path / "t", tag)[-1][1]), tag
+    _, second = api.resume(tmp_path / "t", total_steps=first["env_steps"] + 128)
+    assert second["env_steps"] >= first["env_steps"] + 128 and len(updates) > 2
+
+
+def test_episode_batch_matches_the_step_wise_policy() -> None:
+    """The rollout's values and log-probabilities, and the update's whole-episode scores, equal the per-step
+    ``value`` / ``evaluate_actions`` of every observation the episodes went through."""
+    config = api.make_config("ppo", MATH, **{**TINY_MATH, "num_steps": 1})
+    env = ppo._TerminationRecorder(ppo.make_vector_env(MATH, config.num_envs, ppo.AutoresetMode.DISABLED, {"level": 1}))
+    policy, _ = ppo.build_policy(config, env.single_observation_space, env.single_action_space, value_head=True)
+    with torch.no_grad():
+        policy.value_head.weight.mul_(50.0)  # values far from 0
+    session = type("Session", (), {"numpy_rng": np.random.default_rng(0)})()
+    torch.manual_seed(0)
+    batch = ppo._collect_episodes(config, session, env, policy, 64, torch.device("cpu"))
+    env.close()
+    rollout = batch.rollout
+    lengths = batch.mask.sum(dim=1)
+    last_actions = batch.actions[torch.arange(8), lengths - 1]
+    # terminated by <eos> (or a PAD, which ends a malformed episode); else cut by the full buffer (a random policy
+    # rarely writes <eos>, so both kinds occur)
+    assert batch.num_episodes == 8 and 0 < int(batch.terminated.sum()) < 8
+    assert torch.equal(batch.terminated, (last_actions == EOS) | (last_actions == 0))
+    cut = torch.nonzero(~batch.terminated).squeeze(1)
+    assert (token_lengths(batch.first_observations[cut]) + lengths[cut] == batch.first_observations.shape[1]).all()
+    finals = batch.first_observations.clone()
+    for episode in range(8):
+        start = int(token_lengths(finals[episode : episode + 1])[0])
+        finals[episode, start : start + int(lengths[episode])] = batch.actions[episode, : int(lengths[episode])]
+    with torch.no_grad():  # the value a cut episode is bootstrapped from (one ended by PAD has no observation)
+        valued = torch.nonzero(last_actions != 0).squeeze(1)
+        assert set(cut.tolist()) <= set(valued.tolist())
+        torch.testing.assert_close(batch.final_values[valued], policy.value(finals[valued]), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        scored = policy.evaluate_episodes(batch.first_observations, batch.actions, batch.mask, with_values=True)
+    steps, episodes = np.nonzero(rollout.mask.T)
+    observations = torch.as_tensor(rollout.observations[steps, episodes])
+    with torch.no_grad():
+        single = policy.evaluate_actions(observations, torch.as_tensor(rollout.actions[steps, episodes]))
+    torch.testing.assert_close(batch.values[episodes, steps], single["value"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scored["log_prob"][episodes, steps], single["log_prob"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch.log_probs[episodes, steps], single["log_prob"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scored["entropy"][episodes, steps], single["entropy"], atol=1e-5, rtol=0)
+    assert batch.values.abs().max() > 1e-2
+    # observations are the prompt plus the tokens generated so far
+    assert (
+        token_lengths(observations) == token_lengths(batch.first_observations)[episodes] + torch.as_tensor(steps)
+    ).all()
+
+
+def test_episode_gae_bootstraps_cut_episodes_but_not_terminated_ones() -> None:
+    config = PPOConfig(gamma=0.5, gae_lambda=0.5, num_envs=1, num_steps=3, num_minibatches=1)
+    # episode 0 terminates after 2 steps; episode 1 is cut after 3 steps with V(final observation) = 4
+    rewards = torch.tensor([[1.0, 2.0, 7.0], [1.0, 0.0, 1.0]])
+    values = torch.tensor([[1.0, 1.0, 9.0], [2.0, 1.0, 2.0]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    advantages, returns = ppo._episode_gae(
+        config, rewards, values, torch.tensor([5.0, 4.0]), mask, torch.tensor([True, False])
+    )
+    # episode 0: delta_1 = 2 - 1 = 1 (no future); delta_0 = 1 + 0.5 * 1 - 1 = 0.5; A_0 = 0.5 + 0.25 * 1 = 0.75
+    # episode 1: delta_2 = 1 + 0.5 * 4 - 2 = 1; delta_1 = 0 + 0.5 * 2 - 1 = 0; delta_0 = 1 + 0.5 * 1 - 2 = -0.5
+    #            A_2 = 1, A_1 = 0 + 0.25 * 1 = 0.25, A_0 = -0.5 + 0.25 * 0.25 = -0.4375
+    torch.testing.assert_close(advantages, torch.tensor([[0.75, 1.0, 0.0], [-0.4375, 0.25, 1.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[1.75, 2.0, 0.0], [1.5625, 1.25, 3.0]]))
