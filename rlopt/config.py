@@ -69,6 +69,11 @@ class RunConfig:
     eval_every: int = option(0, "Evaluate every this many env steps; 0 picks about ten evaluations per run.")
     checkpoint_every: int = option(0, "Save a checkpoint every this many env steps; 0 saves at each evaluation.")
     progress: bool = option(True, "Show a progress bar on stderr.")
+    eval_media: bool = option(
+        True,
+        "At each evaluation also play one rendered episode and log its last frame (grid, arm) or its completion "
+        "(math) to TensorBoard; rlopt's own trainers only (SB3 runs log none).",
+    )
     env_kwargs: dict = option({}, "Extra keyword arguments for gymnasium.make / make_vec (JSON on the command line).")
 
     def __post_init__(self) -> None:

@@ -183,7 +183,7 @@ class TrainingSession:
         self.last_eval_step = self.env_steps
         result = self.evaluator.evaluate(policy)
         self.log(result.metrics())
-        media = self.evaluator.showcase(policy)
+        media = self.evaluator.showcase(policy) if self.config.eval_media else None
         if media is not None and self.logger is not None:
             kind, content = media
             if kind == "image":

@@ -66,6 +66,24 @@ def test_grouped_rollout_repeats_each_seed_and_masks_finished_members() -> None:
     assert joined.num_groups == 3 and joined.mask.shape[0] == 9
 
 
+def test_grouped_rollout_stores_what_the_policy_did_before_and_after_members_finish() -> None:
+    # While every member runs the collector hands the env's batch to the policy as is; once some finish it passes
+    # only the running rows. Either way the stored log-probabilities must be the policy's for the stored
+    # observation and action, and finished members must hold zeros.
+    env = make_vector_env(EMPTY, 8, AutoresetMode.DISABLED)
+    torch.manual_seed(1)
+    policy = make_policy(PolicySpec(hidden_sizes=(16,)), env.single_observation_space, env.single_action_space)
+    rollout = collect_groups(env, policy, np.array([4, 5]), group_size=4, max_steps=100, device=torch.device("cpu"))
+    assert rollout.lengths.min() < rollout.lengths.max(), "the test needs members that finish at different steps"
+    steps, members = np.nonzero(rollout.mask.T)
+    observations = {key: torch.as_tensor(value[steps, members]) for key, value in rollout.observations.items()}
+    with torch.no_grad():
+        evaluation = policy.evaluate_actions(observations, rollout.actions[steps, members])
+    np.testing.assert_allclose(rollout.log_probs[members, steps], evaluation["log_prob"].numpy(), rtol=1e-5, atol=1e-6)
+    assert (rollout.log_probs[~rollout.mask] == 0).all()
+    assert rollout.log_probs.dtype == np.float32 and rollout.actions.dtype == np.int64
+
+
 # --- configuration ---
 
 
@@ -183,6 +201,13 @@ def test_dynamic_sampling_and_variants_run(tmp_path: Path) -> None:
     assert "train/dropped_groups" in scalars
     assert any(value > 0 for _, value in scalars["train/kl_ref"]), "the KL term is active"
     assert summary["env_steps"] >= 3000
+
+
+def test_eval_media_off_logs_no_frames(tmp_path: Path) -> None:
+    api.train(_small(tmp_path, total_steps=500, eval_media=False))
+    accumulator = EventAccumulator(str(tmp_path / "run"))
+    accumulator.Reload()
+    assert not accumulator.Tags()["images"] and "eval/success_rate" in accumulator.Tags()["scalars"]
 
 
 def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
