@@ -25,7 +25,7 @@ from typing import Any
 
 from rlopt import runs
 from rlopt.config import ConfigError, check_range, option
-from rlopt.report import ERROR_FILE, format_table, load_runs, write_report
+from rlopt.report import ERROR_FILE, EVAL_REWARD, SCORES, format_table, load_runs, write_report
 
 ALGOS = ("grpo", "ppo", "sb3_ppo")
 # A compared entry is an algorithm or a named variant of one, ALGO@NAME (e.g. grpo@cot), trained by ALGO with the
@@ -88,6 +88,12 @@ class CompareConfig:
         0.9, "Success rate that counts as solved in the steps/seconds-to-success columns."
     )
     reference_algo: str = option("grpo", "Algorithm whose probability of improving on each other one is reported.")
+    score: str = option(
+        EVAL_REWARD,
+        "Final score of a run: eval/mean_reward, or eval/success_rate (use it when the entries train on different "
+        "reward definitions, e.g. grpo and grpo@cot).",
+        SCORES,
+    )
 
     def __post_init__(self) -> None:
         self.envs = list(self.envs)
@@ -110,6 +116,8 @@ class CompareConfig:
             check_range(f"env_steps[{env_id!r}]", steps, 1)
         check_range("jobs", self.jobs, 1)
         check_range("success_threshold", self.success_threshold, 0, 1)
+        if self.score not in SCORES:
+            raise ConfigError(f"score={self.score!r} is not accepted; choose from {', '.join(SCORES)}")
         if self.reference_algo not in ALGOS and self.reference_algo not in self.algos:
             raise ConfigError(
                 f"reference_algo={self.reference_algo!r} is not accepted; choose from {', '.join(ALGOS)} or one of "
@@ -287,7 +295,7 @@ def run_compare(config: CompareConfig, train_fn: TrainFn | None = None) -> Path:
     if pending:
         _run_pending(config, pending, train_fn)
 
-    records = load_runs(config.tb_dir)
+    records = load_runs(config.tb_dir, config.score)
     wanted = {job.run_name for job in pending + finished}
     records = [record for record in records if record.run_name in wanted]
     report_path = write_report(records, config.out, config.success_threshold, config.reference_algo)
@@ -386,6 +394,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument(
         "--reference-algo", default=_default("reference_algo"), metavar="ALGO", help=_help("reference_algo")
     )
+    parser.add_argument("--score", default=_default("score"), choices=SCORES, help=_help("score"))
     parser.add_argument(
         "--override",
         action="append",
@@ -436,6 +445,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         overrides=overrides,
         success_threshold=args.success_threshold,
         reference_algo=args.reference_algo,
+        score=args.score,
     )
 
 

@@ -24,6 +24,10 @@ ERROR_FILE = "error.txt"
 REPORT_FILE = "report.md"
 PLOT_DIR = "plots"
 EVAL_REWARD = "eval/mean_reward"
+EVAL_SUCCESS = "eval/success_rate"
+# What a run's final score can be: its last evaluation's mean reward, or its success rate (the fair score when the
+# compared entries are trained on different reward definitions, e.g. GRPO with and without a process reward).
+SCORES = (EVAL_REWARD, EVAL_SUCCESS)
 ROLLOUT_REWARD = "rollout/ep_rew_mean"
 SUCCESS_TAGS = ("eval/success_rate", "rollout/success_rate")
 ALGO_ORDER = ("grpo", "ppo", "sb3_ppo")
@@ -56,6 +60,7 @@ class RunRecord:
     curves: dict[str, ScalarCurve] = field(default_factory=dict)
     start_time: float | None = None  # wall time (epoch seconds) at which the run's clock started
     error: str | None = None
+    score_tag: str = EVAL_REWARD  # which summary value is the run's final score (one of SCORES)
 
     @property
     def finished(self) -> bool:
@@ -70,8 +75,8 @@ class RunRecord:
 
     @property
     def final_score(self) -> float | None:
-        """The summary's final eval/mean_reward; None when missing or not finite (a diverged run has no score)."""
-        value = self.summary.get(EVAL_REWARD) if self.summary else None
+        """The summary's final ``score_tag`` value; None when missing or not finite (a diverged run has no score)."""
+        value = self.summary.get(self.score_tag) if self.summary else None
         return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
@@ -137,8 +142,8 @@ def _identity(name: str, config: dict | None, summary: dict | None) -> tuple[str
     return None
 
 
-def load_runs(tb_dir: str | Path) -> list[RunRecord]:
-    """Read every run folder directly under ``tb_dir``.
+def load_runs(tb_dir: str | Path, score: str = EVAL_REWARD) -> list[RunRecord]:
+    """Read every run folder directly under ``tb_dir``; ``score`` (one of :data:`SCORES`) is each run's final score.
 
     Folders with none of config.json, summary.json, error.txt or event files are ignored. A run whose folder has no
     config.json is identified by its ``<env>__<algo>__<seed>`` name, the env slug mapped back to the id that other
@@ -147,6 +152,8 @@ def load_runs(tb_dir: str | Path) -> list[RunRecord]:
     Returns:
         Records sorted by (env, algo order, seed).
     """
+    if score not in SCORES:
+        raise ValueError(f"score={score!r} is not accepted; choose from {', '.join(SCORES)}")
     tb_dir = Path(tb_dir)
     if not tb_dir.is_dir():
         raise FileNotFoundError(f"{tb_dir} is not a folder of run folders")
@@ -167,7 +174,9 @@ def load_runs(tb_dir: str | Path) -> list[RunRecord]:
         curves, start = _read_scalars(run_dir) if has_events else ({}, None)
         start = _clock_origin(curves, summary, start)
         env_id, algo, seed = identity
-        records.append(RunRecord(run_dir.name, run_dir, env_id, algo, seed, config, summary, curves, start, error))
+        records.append(
+            RunRecord(run_dir.name, run_dir, env_id, algo, seed, config, summary, curves, start, error, score)
+        )
     known = {runs.env_slug(record.env_id): record.env_id for record in records if record.config or record.summary}
     for record in records:
         record.env_id = known.get(record.env_id, record.env_id)
@@ -339,9 +348,16 @@ def _algo_colors(algos: Sequence[str]) -> dict[str, Any]:
     return {algo: palette(index % 10) for index, algo in enumerate(algos)}
 
 
+def _score_name(records: Sequence[RunRecord]) -> str:
+    """``reward`` or ``success``: the word for the final score in titles and headers."""
+    return "success" if records and records[0].score_tag == EVAL_SUCCESS else "reward"
+
+
 def _reward_tag(group: Sequence[RunRecord]) -> str | None:
-    """eval/mean_reward when every run logged it, else rollout/ep_rew_mean when every run did."""
-    for tag in (EVAL_REWARD, ROLLOUT_REWARD):
+    """The score's eval curve when every run logged it, else its rollout counterpart when every run did."""
+    primary = group[0].score_tag if group else EVAL_REWARD
+    fallback = ROLLOUT_REWARD if primary == EVAL_REWARD else "rollout/success_rate"
+    for tag in (primary, fallback):
         if group and all(tag in record.curves and record.curves[tag].steps.size for record in group):
             return tag
     return None
@@ -372,7 +388,7 @@ def plot_learning_curves(
         if tag is None:
             continue
         tags.add(tag)
-        label = f"{algo} (n={len(group)})" + ("" if tag == EVAL_REWARD else " [rollout]")
+        label = f"{algo} (n={len(group)})" + ("" if tag.startswith("eval/") else " [rollout]")
         curves = [record.curves[tag] for record in group]
         origins = [
             record.start_time if record.start_time is not None else curve.wall_times.min()
@@ -393,8 +409,9 @@ def plot_learning_curves(
     if not drawn:
         return None
     ylabel = " / ".join(sorted(tags))
-    by_steps.set(xlabel="environment steps", ylabel=ylabel, title=f"{env_id}: reward vs env steps")
-    by_time.set(xlabel="wall-clock seconds", ylabel=ylabel, title=f"{env_id}: reward vs wall-clock")
+    name = _score_name(records)
+    by_steps.set(xlabel="environment steps", ylabel=ylabel, title=f"{env_id}: {name} vs env steps")
+    by_time.set(xlabel="wall-clock seconds", ylabel=ylabel, title=f"{env_id}: {name} vs wall-clock")
     for axes in (by_steps, by_time):
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")
@@ -476,7 +493,9 @@ def _success_cell(row: dict[str, Any]) -> str:
     return f"{_rate(row['success_rate'])}, {_rate(row['success_median'])} [{seeds}]"
 
 
-def _env_section(env_id: str, rows, improvements, plot: Path | None, out_dir: Path, threshold: float) -> list[str]:
+def _env_section(
+    env_id: str, rows, improvements, plot: Path | None, out_dir: Path, threshold: float, score_name: str = "reward"
+) -> list[str]:
     lines = [f"## {env_id}", ""]
     if plot is not None:
         lines += [f"![learning curves on {env_id}]({plot.relative_to(out_dir).as_posix()})", ""]
@@ -484,7 +503,7 @@ def _env_section(env_id: str, rows, improvements, plot: Path | None, out_dir: Pa
         "algo",
         "implementation",
         "seeds",
-        "final reward IQM [95% CI]",
+        f"final {score_name} IQM [95% CI]",
         "mean ± std",
         "success rate: mean, median [per seed]",
         f"env steps to success ≥ {threshold:g}",
@@ -610,8 +629,9 @@ def write_report(
         f"{len(records)} runs: {finished} finished, {len(records) - finished} failed or unfinished. "
         f"Environments: {', '.join(f'`{env_id}`' for env_id in env_ids) or 'none'}.",
         "",
-        "Final reward is each run's last evaluation (`eval/mean_reward`: deterministic actions on held-out seeds). "
-        "IQM is the mean of the middle 50% of the seeds' final rewards; its interval and the probability-of-"
+        f"The final {_score_name(records)} is each run's last evaluation "
+        f"(`{records[0].score_tag if records else EVAL_REWARD}`: deterministic actions on held-out seeds). "
+        "IQM is the mean of the middle 50% of the seeds' final scores; its interval and the probability-of-"
         f"improvement intervals are 95% stratified percentile bootstraps ({reps} resamples, Agarwal et al. 2021). "
         "Curves show the mean over seeds, a 95% bootstrap band and each seed thinly; thresholds are read from "
         "`eval/success_rate` (else `rollout/success_rate`) and give the median over seeds, a seed that never got "
@@ -623,7 +643,7 @@ def write_report(
             records, env_id, plot_dir / f"curves_{runs.env_slug(env_id)}.png", colors, seed=seed
         )
         env_rows = [row for row in rows if row["env_id"] == env_id]
-        lines += _env_section(env_id, env_rows, improvements, plot, out_dir, success_threshold)
+        lines += _env_section(env_id, env_rows, improvements, plot, out_dir, success_threshold, _score_name(records))
     overall = [row for row in improvements if row["env_id"] == "all envs"]
     if overall:
         lines += ["## Across environments", "", "Probability of improvement with tasks = environments:", ""]

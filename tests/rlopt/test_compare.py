@@ -84,6 +84,7 @@ def _calls(out: Path) -> list[str]:
         ({"overrides": {"sb3_ppo": {"n_envs": 2}}}, "overrides name 'sb3_ppo'"),
         ({"overrides": {"ppo": {"seed": 3}}}, r"sets \['seed'\]"),
         ({"success_threshold": 1.5}, "success_threshold=1.5"),
+        ({"score": "eval/accuracy"}, "score='eval/accuracy' is not accepted"),
     ],
 )
 def test_compare_config_rejects_bad_values(changes, message):
@@ -284,3 +285,13 @@ def test_overrides_for_seed_fill_in_the_seed():
     values = {"init": "runs/sft-s{seed}", "learning_rate": 1e-4, "env_kwargs": {"level": 2}}
     assert overrides_for_seed(values, 3) == {"init": "runs/sft-s3", "learning_rate": 1e-4, "env_kwargs": {"level": 2}}
     assert values["init"] == "runs/sft-s{seed}"  # the comparison's own settings are left as they were
+
+
+def test_success_rate_as_the_score(fake_tb: Path, tmp_path: Path):
+    records = load_runs(fake_tb, score="eval/success_rate")
+    rows = {(row["env_id"], row["algo"]): row for row in build_table(records, 0.9, reps=300)}
+    assert rows[("CartPole-v1", "grpo")]["mean"] == 1.0 and rows[("CartPole-v1", "ppo")]["mean"] == 0.0
+    text = write_report(records, tmp_path, reps=300).read_text()
+    assert "final success IQM" in text and "`eval/success_rate`" in text
+    with pytest.raises(ValueError, match="score='x' is not accepted"):
+        load_runs(fake_tb, score="x")
