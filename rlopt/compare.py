@@ -83,6 +83,11 @@ class CompareConfig:
     env_steps: dict = option({}, "Per-env step budgets that override total_steps, e.g. {'CartPole-v1': 50000}.")
     out: str = option("runs/compare", "Comparison folder: tb/ (one run folder per job), report.md, plots/.")
     jobs: int = option(default_jobs(), "Worker processes training at the same time.")
+    torch_threads: int = option(
+        0,
+        "Torch threads per worker; 0 = one. rlopt's policies are small, and threads that outnumber the free cores "
+        "(other jobs running) slowed a run 12x on the README machine; raise it for a large model with few jobs.",
+    )
     overrides: dict = option({}, "Config overrides per algorithm, e.g. {'sb3_ppo': {'n_envs': 4}}.")
     success_threshold: float = option(
         0.9, "Success rate that counts as solved in the steps/seconds-to-success columns."
@@ -115,6 +120,7 @@ class CompareConfig:
                 raise ConfigError(f"env_steps names {env_id!r}, which is not among the compared envs {self.envs}")
             check_range(f"env_steps[{env_id!r}]", steps, 1)
         check_range("jobs", self.jobs, 1)
+        check_range("torch_threads", self.torch_threads, 0)
         check_range("success_threshold", self.success_threshold, 0, 1)
         if self.score not in SCORES:
             raise ConfigError(f"score={self.score!r} is not accepted; choose from {', '.join(SCORES)}")
@@ -306,7 +312,7 @@ def run_compare(config: CompareConfig, train_fn: TrainFn | None = None) -> Path:
 
 def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | None) -> None:
     workers = max(1, min(config.jobs, len(pending)))
-    torch_threads = max(1, (os.cpu_count() or 1) // workers)
+    torch_threads = config.torch_threads or 1
     options: dict[str, Any] = {"max_workers": workers, "mp_context": multiprocessing.get_context("spawn")}
     if sys.version_info >= (3, 11):
         options["max_tasks_per_child"] = 1  # a fresh process per job: peak RSS and torch state are the job's own
@@ -385,6 +391,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--out", default=_default("out"), metavar="DIR", help=_help("out"))
     parser.add_argument("--jobs", type=int, default=_default("jobs"), metavar="J", help=_help("jobs"))
     parser.add_argument(
+        "--torch-threads", type=int, default=_default("torch_threads"), metavar="T", help=_help("torch_threads")
+    )
+    parser.add_argument(
         "--success-threshold",
         type=float,
         default=_default("success_threshold"),
@@ -442,6 +451,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         env_steps=_parse_env_steps(getattr(args, "env_steps", [])),
         out=args.out,
         jobs=args.jobs,
+        torch_threads=args.torch_threads,
         overrides=overrides,
         success_threshold=args.success_threshold,
         reference_algo=args.reference_algo,

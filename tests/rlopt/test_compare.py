@@ -81,6 +81,7 @@ def _calls(out: Path) -> list[str]:
         ({"algos": ["grpo", "grpo@a.b"]}, "the name after '@'"),
         ({"reference_algo": "grpo@cot"}, "reference_algo='grpo@cot' is not accepted"),
         ({"seeds": 0}, "seeds=0"),
+        ({"torch_threads": -1}, "torch_threads=-1"),
         ({"overrides": {"sb3_ppo": {"n_envs": 2}}}, "overrides name 'sb3_ppo'"),
         ({"overrides": {"ppo": {"seed": 3}}}, r"sets \['seed'\]"),
         ({"success_threshold": 1.5}, "success_threshold=1.5"),
@@ -97,13 +98,13 @@ def test_command_line_arguments():
     parser = add_compare_arguments(argparse.ArgumentParser())
     args = parser.parse_args(
         ["--env", "CartPole-v1,Pendulum-v1", "--env", "Acrobot-v1", "--algos", "ppo,sb3_ppo", "--seeds", "2",
-         "--total-steps", "500", "--out", "x", "--jobs", "1", "--override", "sb3_ppo.n_envs=4",
+         "--total-steps", "500", "--out", "x", "--jobs", "1", "--torch-threads", "2", "--override", "sb3_ppo.n_envs=4",
          "--override", "sb3_ppo.net_arch=[32, 32]", "--override", "ppo.device=cpu"]
     )  # fmt: skip
     config = config_from_args(args)
     assert config.envs == ["CartPole-v1", "Pendulum-v1", "Acrobot-v1"]
     assert config.algos == ["ppo", "sb3_ppo"]
-    assert (config.seeds, config.total_steps, config.out, config.jobs) == (2, 500, "x", 1)
+    assert (config.seeds, config.total_steps, config.out, config.jobs, config.torch_threads) == (2, 500, "x", 1, 2)
     assert config.overrides == {"sb3_ppo": {"n_envs": 4, "net_arch": [32, 32]}, "ppo": {"device": "cpu"}}
     with pytest.raises(ConfigError, match="ALGO.FIELD=VALUE"):
         config_from_args(parser.parse_args(["--env", "CartPole-v1", "--override", "n_envs=4"]))
