@@ -9,8 +9,9 @@ One-time process setup is kept out of both timers alike: the first optimizer a p
 ``torch._dynamo`` (inside ``torch.optim.Optimizer.__init__``; 1-2.5 s on the 2-core README machine), a cost of starting
 Python and torch, not of either trainer. Each run's process constructs one throwaway Adam before its timer starts,
 so GRPO and SB3 PPO both start warm; the time it took is printed beside each run. Nothing else is excluded: each
-side's own imports, env construction, evaluation and logging stay inside its timer. Both evaluate the same number
-of episodes equally often; GRPO runs with ``eval_media=False`` because rlopt otherwise also renders one episode per
+side's own imports, env construction, evaluation and logging stay inside its timer. Both evaluate once, at the end, on
+the same 32 episodes (periodic evaluations would cost each side according to how well it has learned so far, since
+an unsolved episode runs to the 250-step limit, which is not training speed); GRPO runs with ``eval_media=False`` because rlopt otherwise also renders one episode per
 evaluation for TensorBoard, work that the SB3 side does not do.
 
 On a machine shared with other work the wall-clock figures of the two runs (taken minutes apart) see different
@@ -40,7 +41,7 @@ from rlopt import api
 algo, env_id, steps, logdir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 overrides = json.loads(sys.argv[5])
 config = api.make_config(algo, env_id, total_steps=steps, logdir=logdir, run_name=algo, progress=False,
-                         eval_episodes=32, **overrides)
+                         eval_episodes=32, eval_every=steps, **overrides)
 # one-time setup, the same for both sides, before the timer inside api.train starts (see the module docstring)
 start = time.perf_counter()
 torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
