@@ -9,10 +9,12 @@ One-time process setup is kept out of both timers alike: the first optimizer a p
 ``torch._dynamo`` (inside ``torch.optim.Optimizer.__init__``; 1-2.5 s on the 2-core README machine), a cost of starting
 Python and torch, not of either trainer. Each run's process constructs one throwaway Adam before its timer starts,
 so GRPO and SB3 PPO both start warm; the time it took is printed beside each run. Nothing else is excluded: each
-side's own imports, env construction, evaluation and logging stay inside its timer. Both evaluate once, at the end, on
-the same 32 episodes (periodic evaluations would cost each side according to how well it has learned so far, since
-an unsolved episode runs to the 250-step limit, which is not training speed); GRPO runs with ``eval_media=False`` because rlopt otherwise also renders one episode per
-evaluation for TensorBoard, work that the SB3 side does not do.
+side's own imports, env construction, evaluation and logging stay inside its timer.
+
+Both evaluate once, at the end, on the same 32 episodes: periodic evaluations would cost each side according to how
+well it has learned so far (an unsolved episode runs to the 250-step limit), which is not training speed. GRPO runs
+with ``eval_media=False`` because rlopt otherwise also renders one episode per evaluation for TensorBoard, work
+that the SB3 side does not do.
 
 On a machine shared with other work the wall-clock figures of the two runs (taken minutes apart) see different
 loads, so the CPU seconds each training process used are printed too, with the ratio of steps per CPU second, a
