@@ -214,47 +214,21 @@ def _update(
             )
             mb_actions = torch.as_tensor(rollout.actions[b_steps[mb], b_envs[mb]], device=device)
             evaluation = policy.evaluate_actions(mb_observations, mb_actions)
-            mb_advantages = b_advantages[mb_indices]
-            if config.norm_adv and len(mb) > 1:
-                mb_advantages = F.normalize(mb_advantages)
-            per_step, clip_metrics = F.clipped_surrogate(
-                evaluation["log_prob"], b_old_log_probs[mb_indices], mb_advantages, config.clip_coef
-            )
-            policy_loss = per_step.mean()
-            value_loss = F.value_loss(
+            stop = _minibatch_step(
+                config,
+                policy,
+                optimizer,
+                evaluation,
+                evaluation["log_prob"],
+                b_old_log_probs[mb_indices],
+                b_advantages[mb_indices],
                 evaluation["value"],
                 b_values[mb_indices],
                 b_returns[mb_indices],
-                config.clip_coef if config.clip_vloss else None,
-            ).mean()
-            entropy = evaluation["entropy"].mean()
-            aux_loss = evaluation.get("aux_loss", torch.zeros((), device=device))
-            loss = (
-                policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+                evaluation["entropy"],
+                totals,
             )
-            if not torch.isfinite(loss):
-                raise FloatingPointError("PPO loss became non-finite; lower learning_rate or check the env's rewards")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
-            approx_kl = clip_metrics["approx_kl"].mean().item()
-            record = {
-                "train/policy_gradient_loss": policy_loss.item(),
-                "train/value_loss": value_loss.item(),
-                "train/entropy_loss": -entropy.item(),
-                "train/approx_kl": approx_kl,
-                "train/clip_fraction": clip_metrics["clipped"].float().mean().item(),
-                "train/loss": loss.item(),
-            }
-            if "expert_load" in evaluation:
-                record["moe/aux_loss"] = float(aux_loss)
-                for index, load in enumerate(evaluation["expert_load"].detach().cpu().tolist()):
-                    record[f"moe/expert_load_{index}"] = load
-            for key, value in record.items():
-                totals.setdefault(key, []).append(value)
-            if config.target_kl is not None and approx_kl > 1.5 * config.target_kl:
-                stop = True
+            if stop:
                 break
         if stop:
             break
@@ -263,6 +237,55 @@ def _update(
     if hasattr(policy, "log_std"):
         metrics["train/std"] = float(policy.log_std.detach().exp().mean())
     return metrics
+
+
+def _minibatch_step(
+    config: PPOConfig,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    evaluation: dict[str, torch.Tensor],
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    totals: dict[str, list[float]],
+) -> bool:
+    """One PPO gradient step on a minibatch given as flat (B,) tensors of its valid steps, shared by the step and the
+    whole-episode paths; appends its train/* (and moe/*) values to ``totals``. Returns True when ``target_kl`` asks
+    to stop the update early."""
+    if config.norm_adv and len(advantages) > 1:
+        advantages = F.normalize(advantages)
+    per_step, clip_metrics = F.clipped_surrogate(log_prob, old_log_prob, advantages, config.clip_coef)
+    policy_loss = per_step.mean()
+    value_loss = F.value_loss(value, old_value, returns, config.clip_coef if config.clip_vloss else None).mean()
+    mean_entropy = entropy.mean()
+    aux_loss = evaluation.get("aux_loss", torch.zeros((), device=log_prob.device))
+    loss = policy_loss - config.ent_coef * mean_entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+    if not torch.isfinite(loss):
+        raise FloatingPointError("PPO loss became non-finite; lower learning_rate or check the env's rewards")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+    optimizer.step()
+    approx_kl = clip_metrics["approx_kl"].mean().item()
+    record = {
+        "train/policy_gradient_loss": policy_loss.item(),
+        "train/value_loss": value_loss.item(),
+        "train/entropy_loss": -mean_entropy.item(),
+        "train/approx_kl": approx_kl,
+        "train/clip_fraction": clip_metrics["clipped"].float().mean().item(),
+        "train/loss": loss.item(),
+    }
+    if "expert_load" in evaluation:
+        record["moe/aux_loss"] = float(aux_loss)
+        for index, load in enumerate(evaluation["expert_load"].detach().cpu().tolist()):
+            record[f"moe/expert_load_{index}"] = load
+    for key, item in record.items():
+        totals.setdefault(key, []).append(item)
+    return config.target_kl is not None and approx_kl > 1.5 * config.target_kl
 
 
 # --- whole episodes (sequence policies) --------------------------------------------------------------------------
@@ -490,50 +513,21 @@ def _update_episodes(
             evaluation = policy.evaluate_episodes(
                 batch.first_observations[members], batch.actions[members, :width], mb_mask, with_values=True
             )
-            mb_advantages = advantages[members, :width][mb_mask]
-            if config.norm_adv and len(mb_advantages) > 1:
-                mb_advantages = F.normalize(mb_advantages)
-            per_step, clip_metrics = F.clipped_surrogate(
+            stop = _minibatch_step(
+                config,
+                policy,
+                optimizer,
+                evaluation,
                 evaluation["log_prob"][mb_mask],
                 batch.log_probs[members, :width][mb_mask],
-                mb_advantages,
-                config.clip_coef,
-            )
-            policy_loss = per_step.mean()
-            value_loss = F.value_loss(
+                advantages[members, :width][mb_mask],
                 evaluation["value"][mb_mask],
                 batch.values[members, :width][mb_mask],
                 returns[members, :width][mb_mask],
-                config.clip_coef if config.clip_vloss else None,
-            ).mean()
-            entropy = evaluation["entropy"][mb_mask].mean()
-            aux_loss = evaluation.get("aux_loss", torch.zeros((), device=device))
-            loss = (
-                policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + config.aux_loss_coef * aux_loss
+                evaluation["entropy"][mb_mask],
+                totals,
             )
-            if not torch.isfinite(loss):
-                raise FloatingPointError("PPO loss became non-finite; lower learning_rate or check the env's rewards")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
-            approx_kl = clip_metrics["approx_kl"].mean().item()
-            record = {
-                "train/policy_gradient_loss": policy_loss.item(),
-                "train/value_loss": value_loss.item(),
-                "train/entropy_loss": -entropy.item(),
-                "train/approx_kl": approx_kl,
-                "train/clip_fraction": clip_metrics["clipped"].float().mean().item(),
-                "train/loss": loss.item(),
-            }
-            if "expert_load" in evaluation:
-                record["moe/aux_loss"] = float(aux_loss)
-                for index, load in enumerate(evaluation["expert_load"].detach().cpu().tolist()):
-                    record[f"moe/expert_load_{index}"] = load
-            for key, value in record.items():
-                totals.setdefault(key, []).append(value)
-            if config.target_kl is not None and approx_kl > 1.5 * config.target_kl:
-                stop = True
+            if stop:
                 break
         if stop:
             break
