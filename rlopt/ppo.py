@@ -124,9 +124,7 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
     collector = StepCollector(env, device, seed=int(session.numpy_rng.integers(0, 2**30)))
     hyperparameters = config.to_dict()
     session.start(policy, hyperparameters)
-    recent_returns: list[float] = []
-    recent_lengths: list[int] = []
-    recent_success: list[float] = []
+    window = _EpisodeWindow()
 
     try:
         while not session.done:
@@ -143,20 +141,8 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
             )
 
             # --- log ---
-            recent_returns = (recent_returns + rollout.episode_returns)[-100:]
-            recent_lengths = (recent_lengths + rollout.episode_lengths)[-100:]
-            recent_success = (recent_success + rollout.episode_success)[-100:]
-            session.advance(config.batch_size, {"ret": mean_or_nan(recent_returns)})
-            metrics = {
-                "rollout/ep_rew_mean": mean_or_nan(recent_returns),
-                "rollout/ep_len_mean": mean_or_nan(recent_lengths),
-                "rollout/success_rate": mean_or_nan(recent_success),
-                "time/fps": session.env_steps / session.elapsed,
-                "train/learning_rate": optimizer.param_groups[0]["lr"],
-            }
-            for term, values in rollout.reward_terms.items():
-                metrics[f"rewards/{term}"] = mean_or_nan(values)
-            session.log({**metrics, **train_metrics})
+            window.add(rollout.episode_returns, rollout.episode_lengths, rollout.episode_success)
+            _log_iteration(session, optimizer, window, config.batch_size, rollout.reward_terms, train_metrics)
             session.maybe_evaluate(policy)
 
             # --- checkpoint ---
@@ -165,6 +151,44 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
     finally:
         env.close()
     return policy, summary
+
+
+class _EpisodeWindow:
+    """Returns, lengths and success of the last 100 finished episodes (SB3's ``rollout/*`` window)."""
+
+    SIZE = 100
+
+    def __init__(self) -> None:
+        self.returns: list[float] = []
+        self.lengths: list[float] = []
+        self.success: list[float] = []
+
+    def add(self, returns: list[float], lengths: list[int], success: list[float]) -> None:
+        self.returns = (self.returns + list(returns))[-self.SIZE :]
+        self.lengths = (self.lengths + list(lengths))[-self.SIZE :]
+        self.success = (self.success + list(success))[-self.SIZE :]
+
+
+def _log_iteration(
+    session: TrainingSession,
+    optimizer: torch.optim.Optimizer,
+    window: _EpisodeWindow,
+    env_steps: int,
+    reward_terms: dict[str, list[float]],
+    train_metrics: dict[str, float],
+) -> None:
+    """Advance the run by ``env_steps`` and log one iteration's rollout, reward-term and train metrics (both paths)."""
+    session.advance(env_steps, {"ret": mean_or_nan(window.returns)})
+    metrics = {
+        "rollout/ep_rew_mean": mean_or_nan(window.returns),
+        "rollout/ep_len_mean": mean_or_nan(window.lengths),
+        "rollout/success_rate": mean_or_nan(window.success),
+        "time/fps": session.env_steps / session.elapsed,
+        "train/learning_rate": optimizer.param_groups[0]["lr"],
+    }
+    for term, values in reward_terms.items():
+        metrics[f"rewards/{term}"] = mean_or_nan(values)
+    session.log({**metrics, **train_metrics})
 
 
 def _gae(config: PPOConfig, rollout: StepRollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,9 +385,7 @@ def _train_episodes(
     max_steps = episode_step_limit(config.env_id, config.env_kwargs)
     hyperparameters = config.to_dict()
     session.start(policy, hyperparameters)
-    recent_returns: list[float] = []
-    recent_lengths: list[int] = []
-    recent_success: list[float] = []
+    window = _EpisodeWindow()
 
     try:
         while not session.done:
@@ -386,20 +408,9 @@ def _train_episodes(
             train_metrics = _update_episodes(config, policy, optimizer, batch, advantages, returns, device)
 
             # --- log ---
-            recent_returns = (recent_returns + rollout.returns.tolist())[-100:]
-            recent_lengths = (recent_lengths + rollout.lengths.tolist())[-100:]
-            recent_success = (recent_success + rollout.success.tolist())[-100:]
-            session.advance(rollout.env_steps, {"ret": mean_or_nan(recent_returns)})
-            metrics = {
-                "rollout/ep_rew_mean": mean_or_nan(recent_returns),
-                "rollout/ep_len_mean": mean_or_nan(recent_lengths),
-                "rollout/success_rate": mean_or_nan(recent_success),
-                "time/fps": session.env_steps / session.elapsed,
-                "train/learning_rate": optimizer.param_groups[0]["lr"],
-            }
-            for term, values in rollout.reward_terms.items():
-                metrics[f"rewards/{term}"] = mean_or_nan(values.tolist())
-            session.log({**metrics, **train_metrics})
+            window.add(rollout.returns.tolist(), rollout.lengths.tolist(), rollout.success.tolist())
+            terms = {term: values.tolist() for term, values in rollout.reward_terms.items()}
+            _log_iteration(session, optimizer, window, rollout.env_steps, terms, train_metrics)
             session.maybe_evaluate(policy)
 
             # --- checkpoint ---
