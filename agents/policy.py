@@ -324,20 +324,32 @@ class ActorCritic(nn.Module):
         # the head samples from the trunk features directly (no Distribution object per env step; see agents.heads)
         return self.policy_head.act(self.trunk(self.encoder(observation)).features, deterministic)
 
-    def evaluate_actions(self, observation: Observation, actions: Tensor | np.ndarray) -> dict[str, Tensor]:
+    #: :meth:`evaluate_actions` takes ``rows`` (distinct observations scored once, gathered per action)
+    accepts_shared_rows = True
+
+    def evaluate_actions(
+        self, observation: Observation, actions: Tensor | np.ndarray, rows: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Log-probabilities and entropies of given env actions, plus value and MoE terms.
 
         Args:
-            observation: ``(B, *shape)`` tensor or dict of them.
+            observation: ``(B, *shape)`` tensor or dict of them; with ``rows``, ``(U, *shape)`` distinct ones.
             actions: ``(B,)`` (or ``(B, 1)``) for Discrete, ``(B, *shape)`` for the other spaces; a tensor (moved
                 to the policy's device if needed) or a numpy array.
+            rows: optional ``(B,)`` long tensor: action ``i`` was taken at observation ``rows[i]``. Each distinct
+                observation then goes through the network once and its features are gathered per action, which
+                gives the same log-probabilities as repeating the observations (the gradient sums over the
+                repeats) for a fraction of the work. A MoE trunk repeats the observations instead, so that its
+                load-balancing loss still counts every step.
 
         Returns:
             ``{"log_prob": (B,), "entropy": (B,), "aux_loss": scalar}``, plus ``"value": (B,)`` with a critic and
             ``"expert_load": (E,)`` with a MoE trunk.
         """
+        if rows is not None and self.is_moe:
+            observation, rows = _take_rows(observation, rows), None
         trunk_out = self.trunk(self.encoder(observation))
-        features = trunk_out.features
+        features = trunk_out.features if rows is None else trunk_out.features[rows]
         actions = torch.as_tensor(actions, device=features.device)  # numpy or host tensors are accepted too
         batch = features.shape[0]
         if actions.dim() == 0 or actions.shape[0] != batch:
@@ -345,7 +357,10 @@ class ActorCritic(nn.Module):
         log_prob, entropy = self.policy_head.evaluate(features, actions)
         result = {"log_prob": log_prob, "entropy": entropy, **self._aux(trunk_out)}
         if self.has_value:
-            result["value"] = self._value(observation, features)
+            if rows is None or self.spec.shared_trunk:
+                result["value"] = self._value(observation, features)
+            else:
+                result["value"] = self._value(observation)[rows]
         return result
 
     def value(self, observation: Observation) -> Tensor:
@@ -401,6 +416,12 @@ class ActorCritic(nn.Module):
     def num_parameters(self) -> int:
         """Number of scalar parameters (actor and critic)."""
         return sum(parameter.numel() for parameter in self.parameters())
+
+
+def _take_rows(observation: Observation, rows: Tensor) -> Observation:
+    if isinstance(observation, Mapping):
+        return {key: value[rows] for key, value in observation.items()}
+    return observation[rows]
 
 
 def _is_single(observation: Any, space: spaces.Space) -> bool:

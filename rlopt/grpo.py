@@ -37,7 +37,13 @@ from rlopt import functional as F
 from rlopt.config import ConfigError, PolicyOptions, RunConfig, check_choice, check_range, option
 from rlopt.curriculum import Curriculum, curriculum_env_kwargs
 from rlopt.logger import mean_or_nan
-from rlopt.rollout import GroupedRollout, collect_groups, concatenate_groups, index_observations
+from rlopt.rollout import (
+    GroupedRollout,
+    collect_groups,
+    concatenate_groups,
+    distinct_observations,
+    index_observations,
+)
 from rlopt.session import TrainingSession, build_policy
 from rlopt.vector import episode_step_limit, make_vector_env
 
@@ -422,6 +428,7 @@ def _update(
     advantages = advantages.to(device)
     totals: dict[str, list[float]] = {}
     generator = torch.Generator().manual_seed(int(rollout.seeds[0]) if len(rollout.seeds) else 0)
+    shared = _shared_rows(policy, reference, rollout, observation_space, device)
     for _ in range(config.update_epochs):
         order = torch.randperm(num_episodes, generator=generator)
         for members in torch.tensor_split(order, config.num_minibatches):
@@ -455,13 +462,20 @@ def _update(
                 entropy = torch.where(mb_mask, evaluation["entropy"], 0.0)
                 mb_observations, mb_actions = mb_first, mb_sequences
             else:
-                mb_observations = obs_to_tensor(
-                    index_observations(rollout.observations, (steps_np, members_np[episodes_np])),
-                    observation_space,
-                    device,
-                )
                 mb_actions = torch.as_tensor(rollout.actions[steps_np, members_np[episodes_np]], device=device)
-                evaluation = policy.evaluate_actions(mb_observations, mb_actions)
+                if shared is not None:
+                    # each distinct observation of the minibatch is scored once (see distinct_observations)
+                    used, inverse = np.unique(shared.ids[steps_np, members_np[episodes_np]], return_inverse=True)
+                    mb_observations = index_observations(shared.observations, torch.as_tensor(used, device=device))
+                    rows = {"rows": torch.as_tensor(inverse.reshape(-1), device=device)}
+                else:
+                    mb_observations = obs_to_tensor(
+                        index_observations(rollout.observations, (steps_np, members_np[episodes_np])),
+                        observation_space,
+                        device,
+                    )
+                    rows = {}
+                evaluation = policy.evaluate_actions(mb_observations, mb_actions, **rows)
                 log_prob = to_grid(evaluation["log_prob"])
                 entropy = to_grid(evaluation["entropy"])
             per_step, clip_metrics = F.clipped_surrogate(
@@ -474,7 +488,9 @@ def _update(
                     if hasattr(reference, "evaluate_episodes"):
                         ref_log_prob = reference.evaluate_episodes(mb_observations, mb_actions, mb_mask)["log_prob"]
                     else:
-                        ref_log_prob = to_grid(reference.evaluate_actions(mb_observations, mb_actions)["log_prob"])
+                        ref_log_prob = to_grid(
+                            reference.evaluate_actions(mb_observations, mb_actions, **rows)["log_prob"]
+                        )
                 kl = F.kl_penalty(log_prob, ref_log_prob, config.kl_estimator)
                 loss_terms = loss_terms + config.kl_coef * kl
                 kl_value = F.masked_mean(kl.detach(), mb_mask)
@@ -511,6 +527,35 @@ def _update(
             for key, value in record.items():
                 totals.setdefault(key, []).append(value)
     return {key: float(np.mean(values)) for key, values in totals.items()}
+
+
+@dataclass
+class _SharedRows:
+    """The batch's distinct observations, encoded once per update (see :func:`distinct_observations`)."""
+
+    ids: np.ndarray  # (L, N): which distinct observation each valid step holds (-1 at masked steps)
+    observations: Any  # (U, ...) policy tensors, or a dict of them
+
+
+def _shared_rows(
+    policy: Any, reference: Any, rollout: GroupedRollout, observation_space: Any, device: torch.device
+) -> _SharedRows | None:
+    """Distinct observations of this batch if the policy can score them once each and they repeat enough."""
+    if not getattr(policy, "accepts_shared_rows", False):
+        return None
+    if reference is not None and not getattr(reference, "accepts_shared_rows", False):
+        return None
+    steps, members = np.nonzero(rollout.mask.T)
+    found = distinct_observations(rollout.observations, (steps, members))
+    if found is None:
+        return None
+    ids, first = found
+    grid = np.full(rollout.mask.T.shape, -1, dtype=np.int64)
+    grid[steps, members] = ids
+    observations = obs_to_tensor(
+        index_observations(rollout.observations, (steps[first], members[first])), observation_space, device
+    )
+    return _SharedRows(grid, observations)
 
 
 def _rollout_metrics(rollout: GroupedRollout, elapsed: float, env_steps: int) -> dict[str, float]:

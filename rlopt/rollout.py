@@ -39,6 +39,42 @@ def index_observations(observations: Any, index: Any) -> Any:
     return observations[index]
 
 
+def distinct_observations(observations: Any, index: Any, max_fraction: float = 0.5) -> tuple[np.ndarray, Any] | None:
+    """Group exactly equal observations among ``observations[index]``.
+
+    Small discrete worlds repeat themselves: on DoorKey-5x5 a GRPO batch of about 13k steps holds only 150-220
+    distinct egocentric views (1-2%), because the G members of a group start in the same state and an agent
+    revisits cells. A policy that scores each distinct observation once and gathers the result per step does a
+    fraction of the work and gets the same log-probabilities (the gradient sums over the repeats).
+
+    Only integer and boolean observations are compared (byte equality); float observations (arm, CartPole) rarely
+    repeat exactly, so they are not searched at all.
+
+    Args:
+        observations: ``(L, N, ...)`` arrays or a dict of them.
+        index: what selects the rows, e.g. ``(steps, members)`` index arrays.
+        max_fraction: give up (return None) when more than this fraction of the rows are distinct.
+
+    Returns:
+        ``(ids, first)``: ``ids[i]`` numbers row ``i``'s observation among the distinct ones (``0..U-1``), and
+        ``first[u]`` is the position of the first row holding observation ``u``; or None (floats, or too few
+        repeats to pay for the bookkeeping).
+    """
+    leaves = list(observations.values()) if isinstance(observations, dict) else [observations]
+    if not all(leaf.dtype.kind in "biu" for leaf in leaves):
+        return None
+    selected = [np.ascontiguousarray(leaf[index]) for leaf in leaves]
+    count = len(selected[0])
+    if count == 0:
+        return None
+    rows = np.concatenate([leaf.reshape(count, -1).view(np.uint8) for leaf in selected], axis=1)
+    keys = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
+    _, first, ids = np.unique(keys, return_index=True, return_inverse=True)
+    if len(first) > max_fraction * count:
+        return None
+    return ids.reshape(-1).astype(np.int64), first
+
+
 def filler_actions(action_space: spaces.Space, count: int) -> np.ndarray:
     """Valid placeholder actions for envs that are not stepping (their action is ignored)."""
     if isinstance(action_space, spaces.Discrete):

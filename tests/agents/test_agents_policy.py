@@ -464,3 +464,36 @@ def test_categorical_act_reports_diverged_weights() -> None:
         head.logits.bias.fill_(math.nan)
     with pytest.raises(ValueError, match="NaN action probabilities"):
         head.act(torch.zeros(2, 4))
+
+
+# --- shared rows: each distinct observation scored once ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec_name", list(SPECS))
+@pytest.mark.parametrize("observation_name", ["dict", "grid", "box"])
+def test_shared_rows_give_what_repeated_observations_give(observation_name: str, spec_name: str) -> None:
+    # 3 distinct observations, 8 actions taken at them: scoring the 3 once and gathering must match scoring the 8
+    # repeated rows, in values and in every parameter's gradient (the gather's backward sums over the repeats)
+    space = OBSERVATION_SPACES[observation_name]
+    distinct = sample_batch(space, 3, seed=4)
+    rows = torch.tensor([0, 2, 2, 1, 0, 0, 2, 1])
+    repeated = {k: v[rows.numpy()] for k, v in distinct.items()} if isinstance(distinct, dict) else distinct[rows]
+    actions = torch.tensor([0, 1, 2, 2, 1, 0, 0, 1])
+    results = []
+    for observation, shared in ((repeated, None), (distinct, rows)):
+        policy = make(observation_name, "discrete", SPECS[spec_name], seed=3)
+        evaluation = policy.evaluate_actions(obs_to_tensor(observation, space), actions, rows=shared)
+        loss = evaluation["log_prob"].sum() + evaluation["entropy"].sum() + evaluation["aux_loss"]
+        if "value" in evaluation:
+            loss = loss + evaluation["value"].square().sum()
+        loss.backward()
+        results.append(
+            (evaluation, {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None})
+        )
+    (plain, plain_grads), (shared_eval, shared_grads) = results
+    for key in ("log_prob", "entropy", "value", "aux_loss"):
+        if key in plain:
+            torch.testing.assert_close(shared_eval[key], plain[key], rtol=1e-5, atol=1e-6)
+    assert plain_grads.keys() == shared_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

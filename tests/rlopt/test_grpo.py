@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from copy import deepcopy as copy_module
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,11 @@ from gymnasium.vector import AutoresetMode
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import PolicySpec, make_policy
-from rlopt import api
+from rlopt import api, grpo
 from rlopt.checkpoint import CheckpointError, load_checkpoint
 from rlopt.config import ConfigError
 from rlopt.grpo import GRPOConfig
-from rlopt.rollout import collect_groups, concatenate_groups
+from rlopt.rollout import collect_groups, concatenate_groups, distinct_observations
 from rlopt.vector import make_vector_env
 
 EMPTY = "rlopt/GridGame-Empty-5x5-v0"
@@ -82,6 +83,54 @@ def test_grouped_rollout_stores_what_the_policy_did_before_and_after_members_fin
     np.testing.assert_allclose(rollout.log_probs[members, steps], evaluation["log_prob"].numpy(), rtol=1e-5, atol=1e-6)
     assert (rollout.log_probs[~rollout.mask] == 0).all()
     assert rollout.log_probs.dtype == np.float32 and rollout.actions.dtype == np.int64
+
+
+def test_distinct_observations_groups_equal_rows_and_skips_floats() -> None:
+    observations = {
+        "image": np.array([[[1, 2]], [[1, 2]], [[3, 4]], [[1, 2]]], dtype=np.uint8)[:, None],  # (L=4, N=1, 1, 2)
+        "direction": np.array([[0], [0], [0], [1]]),
+    }
+    steps, members = np.arange(4), np.zeros(4, dtype=int)
+    ids, first = distinct_observations(observations, (steps, members), max_fraction=1.0)
+    # rows 0 and 1 are equal; row 3 has the image of row 0 but another direction
+    assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3]}) == 3
+    np.testing.assert_array_equal(ids[first], np.arange(3))
+    assert distinct_observations(observations, (steps, members), max_fraction=0.5) is None, "3 of 4 are distinct"
+    floats = np.zeros((4, 1, 2), dtype=np.float32)
+    assert distinct_observations(floats, (steps, members), max_fraction=1.0) is None
+
+
+def test_update_on_shared_rows_matches_the_plain_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the grid repeats itself, so the update scores each distinct observation once; the trained weights must be
+    # those of the update that scores every step (up to float summation order)
+    config = api.make_config(
+        "grpo", EMPTY, num_prompts=2, group_size=4, update_epochs=2, num_minibatches=2, kl_coef=0.1
+    )
+    env = make_vector_env(EMPTY, 8, AutoresetMode.DISABLED)
+    torch.manual_seed(0)
+    policy = make_policy(PolicySpec(hidden_sizes=(16,)), env.single_observation_space, env.single_action_space)
+    rollout = collect_groups(env, policy, np.array([3, 9]), group_size=4, max_steps=100, device=torch.device("cpu"))
+    advantages, _ = grpo._advantages(config, rollout)
+    device = torch.device("cpu")
+    assert grpo._shared_rows(policy, policy, rollout, env.single_observation_space, device) is not None
+    trained = []
+    for sharing in (True, False):
+        if not sharing:
+            monkeypatch.setattr(grpo, "_shared_rows", lambda *args: None)
+        copy, reference = copy_module(policy), copy_module(policy)
+        optimizer = torch.optim.Adam(copy.parameters(), lr=1e-2)
+        metrics = grpo._update(
+            config, copy, reference, optimizer, rollout, advantages, 100, env.single_observation_space, device
+        )
+        trained.append((copy.state_dict(), metrics))
+    (shared_state, shared_metrics), (plain_state, plain_metrics) = trained
+    for name, value in plain_state.items():
+        # Adam divides by the root of the squared gradient, so summation-order noise in near-zero gradients can
+        # move a weight by ~1e-5 (the update moves weights by ~4e-2)
+        torch.testing.assert_close(shared_state[name], value, rtol=1e-4, atol=2e-4, msg=name)
+    assert not torch.equal(plain_state["policy_head.logits.weight"], policy.state_dict()["policy_head.logits.weight"])
+    for key, value in plain_metrics.items():
+        assert shared_metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
 
 
 # --- configuration ---
