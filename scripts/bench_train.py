@@ -3,7 +3,8 @@
 Both train the same number of env steps on ``rlopt/GridGame-DoorKey-5x5-v0`` with the same network size (two
 hidden layers of 64 over the flattened 7x7x3 view plus the one-hot direction; SB3's MultiInputPolicy flattens the
 same way because the image bounds are 0..10, not an image). Each run is a separate process with one torch thread,
-one after the other. Steps per second are whole-run figures: rollouts, updates, evaluation and logging included.
+one after the other, GRPO and SB3 interleaved over ``--repeats`` runs each; the medians are compared. Steps per
+second are whole-run figures: rollouts, updates, evaluation and logging included.
 
 One-time process setup is kept out of both timers alike: the first optimizer a process constructs imports
 ``torch._dynamo`` (inside ``torch.optim.Optimizer.__init__``; 1-2.5 s on the 2-core README machine), a cost of starting
@@ -20,8 +21,8 @@ On a machine shared with other work the wall-clock figures of the two runs (take
 loads, so the CPU seconds each training process used are printed too, with the ratio of steps per CPU second, a
 figure that other processes disturb much less.
 
-    python scripts/bench_train.py                  # 100k env steps each
-    python scripts/bench_train.py --steps 30000
+    python scripts/bench_train.py                  # 100k env steps each, 3 runs per side, medians compared
+    python scripts/bench_train.py --steps 30000 --repeats 1
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+import numpy as np
 
 ENV_ID = "rlopt/GridGame-DoorKey-5x5-v0"
 
@@ -72,28 +75,47 @@ def run(algo: str, steps: int, logdir: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100_000, help="Env steps per run (default: 100000).")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="Runs per side, interleaved; medians are compared (default: 3). A 100k-step GRPO run lasts 2-3 s, "
+        "short enough for a busy machine to swing it by a third.",
+    )
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rlopt.runs import machine_description
 
     print(f"rlopt training benchmark, {datetime.date.today()}, {machine_description()}, one torch thread per run")
-    print(f"command: python scripts/bench_train.py --steps {args.steps}")
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be at least 1")
+    print(f"command: python scripts/bench_train.py --steps {args.steps} --repeats {args.repeats}")
     print("each process warms torch (its first Adam imports torch._dynamo) before its timer starts, for both sides\n")
-    results = {}
+    results: dict[str, list[dict]] = {"grpo": [], "sb3_ppo": []}
     with tempfile.TemporaryDirectory() as logdir:
-        for algo in ("grpo", "sb3_ppo"):
-            summary = run(algo, args.steps, logdir)
-            results[algo] = summary
-            print(
-                f"{algo:<8} {summary['env_steps']:>8} steps in {summary['wall_clock_seconds']:7.1f} s = "
-                f"{summary['steps_per_second']:>9,.0f} steps/s, eval success {summary['eval/success_rate']:.2f}, "
-                f"{summary['num_parameters']} parameters, {summary['cpu_seconds']:.1f} CPU s "
-                f"(+{summary['warmup_seconds']:.1f} s warm-up before the timer)"
-            )
-    ratio = results["grpo"]["steps_per_second"] / results["sb3_ppo"]["steps_per_second"]
-    print(f"\nGRPO / SB3 PPO steps per second: {ratio:.1f}x on {ENV_ID}")
-    per_cpu = {algo: summary["env_steps"] / summary["cpu_seconds"] for algo, summary in results.items()}
-    print(f"GRPO / SB3 PPO steps per CPU second: {per_cpu['grpo'] / per_cpu['sb3_ppo']:.1f}x")
+        for repeat in range(args.repeats):  # interleaved, so that a slow spell of the machine hits both sides
+            for algo in results:
+                summary = run(algo, args.steps, os.path.join(logdir, str(repeat)))
+                results[algo].append(summary)
+                print(
+                    f"{algo:<8} {summary['env_steps']:>8} steps in {summary['wall_clock_seconds']:7.1f} s = "
+                    f"{summary['steps_per_second']:>9,.0f} steps/s, eval success {summary['eval/success_rate']:.2f}, "
+                    f"{summary['num_parameters']} parameters, {summary['cpu_seconds']:.1f} CPU s "
+                    f"(+{summary['warmup_seconds']:.1f} s warm-up before the timer)"
+                )
+    speed = {algo: [summary["steps_per_second"] for summary in runs] for algo, runs in results.items()}
+    per_cpu = {
+        algo: [summary["env_steps"] / summary["cpu_seconds"] for summary in runs] for algo, runs in results.items()
+    }
+    median = {algo: float(np.median(values)) for algo, values in speed.items()}
+    print(
+        f"\nmedian of {args.repeats}: GRPO {median['grpo']:,.0f} steps/s "
+        f"(range {min(speed['grpo']):,.0f}-{max(speed['grpo']):,.0f}), SB3 PPO {median['sb3_ppo']:,.0f} steps/s "
+        f"(range {min(speed['sb3_ppo']):,.0f}-{max(speed['sb3_ppo']):,.0f})"
+    )
+    print(f"GRPO / SB3 PPO steps per second: {median['grpo'] / median['sb3_ppo']:.1f}x on {ENV_ID}")
+    cpu_ratio = float(np.median(per_cpu["grpo"])) / float(np.median(per_cpu["sb3_ppo"]))
+    print(f"GRPO / SB3 PPO steps per CPU second: {cpu_ratio:.1f}x")
 
 
 if __name__ == "__main__":
