@@ -39,6 +39,10 @@ def index_observations(observations: Any, index: Any) -> Any:
     return observations[index]
 
 
+#: :func:`distinct_observations` leaves batches larger than this alone (the search copies the rows once)
+DISTINCT_SEARCH_MAX_BYTES = 256 * 2**20
+
+
 def distinct_observations(observations: Any, index: Any, max_fraction: float = 0.5) -> tuple[np.ndarray, Any] | None:
     """Group exactly equal observations among ``observations[index]``.
 
@@ -48,11 +52,12 @@ def distinct_observations(observations: Any, index: Any, max_fraction: float = 0
     fraction of the work and gets the same log-probabilities (the gradient sums over the repeats).
 
     Only integer and boolean observations are compared (byte equality); float observations (arm, CartPole) rarely
-    repeat exactly, so they are not searched at all.
+    repeat exactly, so they are not searched at all, nor are batches of more than ``DISTINCT_SEARCH_MAX_BYTES``
+    (large image observations: the search would copy them).
 
     Args:
         observations: ``(L, N, ...)`` arrays or a dict of them.
-        index: what selects the rows, e.g. ``(steps, members)`` index arrays.
+        index: a tuple of equally long index arrays into the leading axes, e.g. ``(steps, members)``.
         max_fraction: give up (return None) when more than this fraction of the rows are distinct.
 
     Returns:
@@ -63,10 +68,11 @@ def distinct_observations(observations: Any, index: Any, max_fraction: float = 0
     leaves = list(observations.values()) if isinstance(observations, dict) else [observations]
     if not all(leaf.dtype.kind in "biu" for leaf in leaves):
         return None
-    selected = [np.ascontiguousarray(leaf[index]) for leaf in leaves]
-    count = len(selected[0])
-    if count == 0:
+    count = len(index[0])
+    row_bytes = sum(leaf.itemsize * int(np.prod(leaf.shape[len(index) :], dtype=np.int64)) for leaf in leaves)
+    if count == 0 or count * row_bytes > DISTINCT_SEARCH_MAX_BYTES:
         return None
+    selected = [np.ascontiguousarray(leaf[index]) for leaf in leaves]
     rows = np.concatenate([leaf.reshape(count, -1).view(np.uint8) for leaf in selected], axis=1)
     keys = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
     _, first, ids = np.unique(keys, return_index=True, return_inverse=True)

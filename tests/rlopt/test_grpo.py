@@ -293,3 +293,11 @@ def test_step_advantages_learn_on_the_arm(tmp_path: Path) -> None:
     assert "train/frac_step_zero_std" in scalars
     rewards = [value for _, value in scalars["eval/mean_reward"]]
     assert rewards[-1] > rewards[0] + 1.0, rewards
+
+
+def test_distinct_observations_leaves_large_batches_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    observations = np.zeros((4, 1, 8), dtype=np.uint8)  # 4 equal rows of 8 bytes
+    index = (np.arange(4), np.zeros(4, dtype=int))
+    assert distinct_observations(observations, index) is not None
+    monkeypatch.setattr("rlopt.rollout.DISTINCT_SEARCH_MAX_BYTES", 31)
+    assert distinct_observations(observations, index) is None
