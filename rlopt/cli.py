@@ -210,11 +210,18 @@ def _cmd_eval(argv: list[str]) -> int:
     parser.add_argument("checkpoint", help="A run folder, its checkpoints/ folder, or a checkpoints/step_* folder.")
     parser.add_argument("--env", dest="env_id", default=None, help="Env id (default: the one it was trained on).")
     parser.add_argument("--episodes", type=int, default=32, help="Episodes to run (default: 32).")
+    parser.add_argument(
+        "--env-kwargs",
+        type=_parse_json,
+        default=None,
+        help="""Env keyword arguments as JSON, e.g. '{"level": 2}' or '{"problem_file": "p.jsonl"}' (default: """
+        "those the run was trained with).",
+    )
     parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
-    result = evaluate(args.checkpoint, args.env_id, args.episodes, device=args.device)
+    result = evaluate(args.checkpoint, args.env_id, args.episodes, env_kwargs=args.env_kwargs, device=args.device)
     print(json.dumps(result, indent=2))
     return 0
 
