@@ -205,7 +205,8 @@ class Policy(Protocol):
 
     def evaluate_actions(self, observation: Observation, actions: Tensor) -> dict[str, Tensor]:
         """``log_prob`` ``(B,)``, ``entropy`` ``(B,)``, ``aux_loss`` (scalar), ``value`` ``(B,)`` if a critic,
-        ``expert_load`` ``(E,)`` if MoE."""
+        ``expert_load`` ``(E,)`` if MoE. A policy whose class sets ``accepts_shared_rows = True`` also takes
+        ``rows=`` (distinct observations, one index per action; see :meth:`ActorCritic.evaluate_actions`)."""
         ...
 
     def predict(
