@@ -64,7 +64,7 @@ def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, caps
     full_size = bench.BenchSpec
     monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
     path = tmp_path / "bench.json"
-    report = bench.main(["--side", "both", "--warmup", "1", "--steps", "1", "--json", str(path)])
+    report = bench.main(["--side", "both", "--warmup", "1", "--steps", "1", "--repeats", "1", "--json", str(path)])
     out = capsys.readouterr().out
     assert "TRL half skipped" in out and "rlopt  [cpu]" in out and f"torch threads: {threads}" in out
     assert "command: python scripts/bench_math.py --side both" in out
