@@ -165,6 +165,14 @@ def _train_parser(algo: str) -> argparse.ArgumentParser:
         default=None,
         help="Continue the run in RUN_DIR from its latest checkpoint (grpo and ppo).",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        metavar="T",
+        default=None,
+        help="Torch CPU threads for this process (default: torch's own choice, one per core). Use 1 when several "
+        "runs share a machine; the small networks here gain little from more.",
+    )
     add_config_arguments(parser, config_class(algo), skip=("env_id",))
     return parser
 
@@ -180,6 +188,13 @@ def _cmd_train(argv: list[str]) -> int:
     algo = args.pop("algo")
     preset = args.pop("preset")
     resume_dir = args.pop("resume")
+    threads = args.pop("torch_threads")
+    if threads is not None:
+        if threads < 1:
+            parser.error(f"--torch-threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     if resume_dir:
         _, summary = resume(resume_dir, total_steps=args.get("total_steps"))
     else:

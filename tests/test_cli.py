@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlopt.cli import main
 from rlopt.grpo import GRPOConfig
@@ -41,6 +42,14 @@ def test_envs_lists_every_id(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_train_then_eval_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    try:
+        _train_then_eval(tmp_path, capsys)
+    finally:
+        torch.set_num_threads(threads)  # --torch-threads sets the whole process's count
+
+
+def _train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
             "train",
@@ -63,9 +72,12 @@ def test_train_then_eval_from_the_command_line(tmp_path: Path, capsys: pytest.Ca
             "--no-progress",
             "--hidden-sizes",
             "32,32",
+            "--torch-threads",
+            "1",
         ]
     )
     assert code == 0
+    assert torch.get_num_threads() == 1
     assert "eval/mean_reward" in capsys.readouterr().out
     config = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert config["config"]["hidden_sizes"] == [32, 32] and config["config"]["num_prompts"] == 4
@@ -79,5 +91,8 @@ def test_bad_values_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["train", "--loss-type", "nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--torch-threads", "0"])
+    assert "--torch-threads must be at least 1" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing-here")]) == 2
     assert "no rlopt checkpoint" in capsys.readouterr().err
