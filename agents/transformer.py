@@ -57,6 +57,10 @@ __all__ = [
 
 #: the padding token: it fills observation buffers after the last real token
 PAD = 0
+#: GRPO's episodes that share a prompt are scored in one attention row per group when the group's generated slots
+#: (group size x longest episode) are at most this many; beyond it, each episode gets its own row (see
+#: ``_group_layout``)
+GROUP_ATTENTION_MAX_SLOTS = 128
 # GPT-2's initialisation scale for every linear and embedding weight.
 INIT_STD = 0.02
 
@@ -151,9 +155,13 @@ class PackedLayout(NamedTuple):
     compute on padding) and attention unpacks them into the grid. Each row's real tokens are a prefix of its row.
 
     Attributes:
-        index: ``(K,)`` flat grid slot ``m * S + s`` of each packed token, ascending.
+        index: ``(K,)`` flat grid slot ``m * S + s`` of each packed token (distinct slots, in any order).
         shape: ``(M, S)``.
         visible: ``(M, 1, S, P + S)`` bool: what a grid slot may attend to, ``P`` past columns then the ``S`` new.
+
+    A grid row need not be one sequence: several sequences that continue the same past can share a row (GRPO's
+    group of episodes after their common prompt), each in its own block of slots, ``visible`` keeping each to its
+    own block.
     """
 
     index: Tensor
@@ -216,6 +224,42 @@ def _shared_prompts(prompts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] |
     if 2 * unique.shape[0] > prompts.shape[0]:
         return None
     return unique, inverse
+
+
+def _group_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -> PackedLayout | None:
+    """The attention layout that scores each group of episodes sharing a prompt in one row, or None.
+
+    ``M`` episodes continue ``U`` distinct prompts ``unique`` ``(U, W)``; ``inverse`` ``(M,)`` names each one's prompt
+    and ``index`` ``(K,)`` its packed tokens' slots ``m * S + t`` in the ``(M, S)`` grid, ``S = width``. When every
+    prompt has the same number ``G`` of episodes (GRPO's groups, in any order) and ``G * S`` is at most
+    :data:`GROUP_ATTENTION_MAX_SLOTS`, the layout is a ``(U, G * S)`` grid: group ``u``'s episodes take blocks of ``S``
+    slots in row ``u``, and a slot sees its prompt's ``P = W`` columns and its own block up to itself.
+
+    The attention then reads each prompt's keys and values once, as the prefix computed them, instead of a copy per
+    episode: fewer, larger attention matrices (about 4 times faster, forward and backward, at GRPO's 32 prompts x 8
+    samples x 8 tokens on a 2-core CPU) and no scatter of the copies' gradients back onto the prompt. The scores
+    grow as ``(G * S)^2`` per group, hence the cap.
+    """
+    count, groups = inverse.shape[0], unique.shape[0]
+    size = count // groups
+    if size * groups != count or size * width > GROUP_ATTENTION_MAX_SLOTS:
+        return None
+    if not bool((torch.bincount(inverse, minlength=groups) == size).all()):
+        return None
+    device = inverse.device
+    order = torch.argsort(inverse, stable=True)  # episodes by prompt: group u's hold ranks u * G .. u * G + G - 1
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(count, device=device)
+    # episode m's step t goes to slot rank[m] * S + t: row rank[m] // G, block rank[m] % G of that row
+    slots = (rank[:, None] * width + torch.arange(width, device=device)).reshape(-1)[index]
+    block = torch.arange(size * width, device=device)
+    own = (block[None, :] // width == block[:, None] // width) & (block[None, :] <= block[:, None])  # (G*S, G*S)
+    prompt_width = unique.shape[1]
+    past = torch.arange(prompt_width, device=device) < (unique != PAD).sum(dim=1)[:, None]  # (U, W)
+    visible = torch.cat(
+        (past[:, None, :].expand(groups, size * width, prompt_width), own.expand(groups, -1, -1)), dim=2
+    )[:, None]
+    return PackedLayout(slots, (groups, size * width), visible)
 
 
 def sampling_log_probs(
@@ -855,17 +899,24 @@ class TransformerPolicy(nn.Module):
         offsets = torch.arange(width, device=self.device)
         runs = generated[:, None] - 1 + through_final
         index = torch.nonzero((offsets < runs).reshape(-1)).squeeze(1)  # (K,) slots m * S + t
-        past_visible = torch.arange(prompt_width, device=self.device) < prompt_lengths[:, None]  # (M, W)
-        causal = offsets[None, :] <= offsets[:, None]  # (S, S)
-        visible = torch.cat(
-            (past_visible[:, None, :].expand(count, width, prompt_width), causal.expand(count, -1, -1)), dim=2
-        )[:, None]
+        layout = _group_layout(index, inverse, unique, width)
+        if layout is not None:  # one attention row per group, over the prompt's keys as they are
+            past_keys, past_values = prefix.keys, prefix.values
+        else:  # one row per episode, over a copy of its prompt's keys
+            past_visible = torch.arange(prompt_width, device=self.device) < prompt_lengths[:, None]  # (M, W)
+            causal = offsets[None, :] <= offsets[:, None]  # (S, S)
+            visible = torch.cat(
+                (past_visible[:, None, :].expand(count, width, prompt_width), causal.expand(count, -1, -1)), dim=2
+            )[:, None]
+            layout = PackedLayout(index, (count, width), visible)
+            past_keys = [keys.index_select(0, inverse) for keys in prefix.keys]
+            past_values = [values.index_select(0, inverse) for values in prefix.values]
         new_hidden = self.transformer.extend(
             actions[:, :width].reshape(-1)[index],
             (prompt_lengths[:, None] + offsets).reshape(-1)[index],
-            PackedLayout(index, (count, width), visible),
-            [keys.index_select(0, inverse) for keys in prefix.keys],
-            [values.index_select(0, inverse) for values in prefix.values],
+            layout,
+            past_keys,
+            past_values,
         )
         grid = new_hidden.new_zeros((count * width, new_hidden.shape[-1])).index_copy(0, index, new_hidden)
         hidden = torch.cat((first[:, None], grid.view(count, width, -1)), dim=1)

@@ -166,16 +166,34 @@ def score_and_grad(policy: TransformerPolicy, prompts, actions, mask):
     return scored["log_prob"].detach(), scored["entropy"].detach(), gradients
 
 
-@pytest.mark.parametrize("overrides", [{}, {"temperature": 1.3, "top_p": 0.8}], ids=["plain", "temperature-top-p"])
-def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "layout"),
+    [({}, "group"), ({"temperature": 1.3, "top_p": 0.8}, "group"), ({}, "episode"), ({}, "uneven")],
+    ids=["plain", "temperature-top-p", "row-per-episode", "uneven-groups"],
+)
+def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, layout: str, monkeypatch) -> None:
     policy = tiny(**overrides)
     prompts, actions, mask = grouped_episodes()
+    if layout == "episode":  # groups too wide for one attention row each
+        monkeypatch.setattr(transformer_module, "GROUP_ATTENTION_MAX_SLOTS", 0)
+    if layout == "uneven":  # a group one episode short (and prompts still shared)
+        prompts, actions, mask = prompts[1:], actions[1:], mask[1:]
     calls = []
     extend = policy.transformer.extend
-    monkeypatch.setattr(policy.transformer, "extend", lambda *args: calls.append(args[0].shape) or extend(*args))
+
+    def spy(tokens, positions, attention_layout, past_keys, past_values):
+        calls.append((tokens.shape, attention_layout.shape, past_keys[0].shape[0]))
+        return extend(tokens, positions, attention_layout, past_keys, past_values)
+
+    monkeypatch.setattr(policy.transformer, "extend", spy)
     shared = score_and_grad(policy, prompts, actions, mask)
     # packed: an episode of g generated tokens runs g - 1 of them after its shared prompt
-    assert calls == [(int((mask.sum(dim=1) - 1).sum()),)], "the grouped episodes must take the shared-prompt path"
+    packed = (int((mask.sum(dim=1) - 1).sum()),)
+    groups, count, width = len(PROMPT_LENGTHS), len(prompts), actions.shape[1] - 1
+    if layout == "group":  # one row per prompt, over the prompt's own keys (not a copy per episode)
+        assert calls == [(packed, (groups, count // groups * width), groups)]
+    else:
+        assert calls == [(packed, (count, width), count)], "each episode in its own row"
     monkeypatch.setattr(transformer_module, "_shared_prompts", lambda prompts, lengths: None)
     plain = score_and_grad(policy, prompts, actions, mask)
     assert len(calls) == 1
@@ -185,6 +203,25 @@ def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, monkeyp
     for name, gradient in plain[2].items():
         assert gradient.abs().sum() > 0 and torch.isfinite(shared[2][name]).all(), name
         torch.testing.assert_close(shared[2][name], gradient, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_group_layout_keeps_each_episode_to_its_prompt_and_its_own_tokens() -> None:
+    # two prompts (lengths 2 and 3) with two episodes each, shuffled; episodes of 2, 1, 2 and 0 scored tokens
+    unique = torch.tensor([[5, 6, 0], [7, 8, 9]])
+    inverse = torch.tensor([1, 0, 0, 1])
+    width = 2
+    index = torch.tensor([0, 1, 2, 4, 5])  # slots m * 2 + t of the (4, 2) grid
+    layout = transformer_module._group_layout(index, inverse, unique, width)
+    assert layout.shape == (2, 4)
+    # by prompt: row 0 holds episodes 1, 2 (blocks 0, 1), row 1 holds episodes 0, 3
+    assert layout.index.tolist() == [4, 5, 0, 2, 3]
+    visible = layout.visible[:, 0].int()
+    assert visible.shape == (2, 4, 3 + 4)
+    assert visible[0, 0].tolist() == [1, 1, 0, 1, 0, 0, 0]  # prompt 0's two tokens, then itself
+    assert visible[0, 3].tolist() == [1, 1, 0, 0, 0, 1, 1]  # second block's second slot: its block only
+    assert visible[1, 1].tolist() == [1, 1, 1, 1, 1, 0, 0]
+    assert transformer_module._group_layout(index, torch.tensor([1, 0, 0, 0]), unique, width) is None  # 1 vs 3
+    assert transformer_module._group_layout(index, torch.tensor([1, 0, 0]), unique, width) is None  # 2 vs 1
 
 
 def test_shared_prompts_are_detected_from_the_data() -> None:
