@@ -59,8 +59,8 @@ __all__ = [
 PAD = 0
 #: GRPO's episodes that share a prompt are scored in one attention row per group when the group's generated slots
 #: (group size x longest episode) are at most this many; beyond it, each episode gets its own row (see
-#: ``_group_layout``)
-GROUP_ATTENTION_MAX_SLOTS = 128
+#: ``_prompt_layout``)
+GROUP_ATTENTION_MAX_SLOTS = 64
 # GPT-2's initialisation scale for every linear and embedding weight.
 INIT_STD = 0.02
 
@@ -226,40 +226,58 @@ def _shared_prompts(prompts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] |
     return unique, inverse
 
 
-def _group_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -> PackedLayout | None:
-    """The attention layout that scores each group of episodes sharing a prompt in one row, or None.
+def _prompt_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -> tuple[PackedLayout, Tensor | int]:
+    """How ``M`` episodes that continue ``U`` distinct prompts attend: the layout of their packed tokens, and which
+    prompt's keys each attention row reads.
 
-    ``M`` episodes continue ``U`` distinct prompts ``unique`` ``(U, W)``; ``inverse`` ``(M,)`` names each one's prompt
-    and ``index`` ``(K,)`` its packed tokens' slots ``m * S + t`` in the ``(M, S)`` grid, ``S = width``. When every
-    prompt has the same number ``G`` of episodes (GRPO's groups, in any order) and ``G * S`` is at most
-    :data:`GROUP_ATTENTION_MAX_SLOTS`, the layout is a ``(U, G * S)`` grid: group ``u``'s episodes take blocks of ``S``
-    slots in row ``u``, and a slot sees its prompt's ``P = W`` columns and its own block up to itself.
+    ``unique`` ``(U, W)`` are the prompts, ``inverse`` ``(M,)`` names each episode's, ``index`` ``(K,)`` holds its
+    packed tokens' slots ``m * S + t`` in the ``(M, S)`` grid, ``S = width``. Three layouts, all exact:
 
-    The attention then reads each prompt's keys and values once, as the prefix computed them, instead of a copy per
-    episode: fewer, larger attention matrices (about 4 times faster, forward and backward, at GRPO's 32 prompts x 8
-    samples x 8 tokens on a 2-core CPU) and no scatter of the copies' gradients back onto the prompt. The scores
-    grow as ``(G * S)^2`` per group, hence the cap.
+    * every prompt has ``G`` episodes (GRPO's groups, in any order) and ``G * S`` is at most
+      :data:`GROUP_ATTENTION_MAX_SLOTS`: one ``(U, G * S)`` row per group, each episode a block of ``S`` slots that
+      sees its prompt and its own block up to itself. The rows read the prompts' keys as they are (returned
+      ``0``): fewer, larger attention matrices and no gradient scatter back onto the prompts. The scores grow as
+      ``(G * S)^2`` per group; on a 2-core CPU this wins at 8 episodes x 7 slots (about 7 ms of 77 a GRPO update at
+      32 prompts) and loses from about 100 slots, hence the cap.
+    * every prompt has ``G`` episodes, wider: one row per episode, ordered by prompt, reading its prompt's keys
+      repeated ``G`` times (returned ``G``): the repeat's gradient is a sum, not a scatter.
+    * otherwise: one row per episode in its own order, reading a gathered copy (returned ``inverse``).
     """
     count, groups = inverse.shape[0], unique.shape[0]
-    size = count // groups
-    if size * groups != count or size * width > GROUP_ATTENTION_MAX_SLOTS:
-        return None
-    if not bool((torch.bincount(inverse, minlength=groups) == size).all()):
-        return None
     device = inverse.device
-    order = torch.argsort(inverse, stable=True)  # episodes by prompt: group u's hold ranks u * G .. u * G + G - 1
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(count, device=device)
-    # episode m's step t goes to slot rank[m] * S + t: row rank[m] // G, block rank[m] % G of that row
-    slots = (rank[:, None] * width + torch.arange(width, device=device)).reshape(-1)[index]
-    block = torch.arange(size * width, device=device)
-    own = (block[None, :] // width == block[:, None] // width) & (block[None, :] <= block[:, None])  # (G*S, G*S)
+    size = count // groups
+    prompt_lengths = (unique != PAD).sum(dim=1)
+    uniform = size * groups == count and bool((torch.bincount(inverse, minlength=groups) == size).all())
+    if uniform:
+        order = torch.argsort(inverse, stable=True)  # by prompt: group u's episodes take ranks u * G .. u * G + G - 1
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(count, device=device)
+        # episode m's step t goes to slot rank[m] * S + t: row rank[m] of the (M, S) grid, or block rank[m] % G of
+        # row rank[m] // G of the (U, G * S) grid
+        index = (rank[:, None] * width + torch.arange(width, device=device)).reshape(-1)[index]
+    rows, slots = (groups, size * width) if uniform and size * width <= GROUP_ATTENTION_MAX_SLOTS else (count, width)
+    if rows == groups:
+        past: Tensor | int = 0
+        row_prompt_lengths = prompt_lengths
+    elif uniform:
+        past, row_prompt_lengths = size, prompt_lengths.repeat_interleave(size)
+    else:
+        past, row_prompt_lengths = inverse, prompt_lengths[inverse]
+    block = torch.arange(slots, device=device)
+    own = (block[None, :] // width == block[:, None] // width) & (block[None, :] <= block[:, None])  # (slots, slots)
     prompt_width = unique.shape[1]
-    past = torch.arange(prompt_width, device=device) < (unique != PAD).sum(dim=1)[:, None]  # (U, W)
-    visible = torch.cat(
-        (past[:, None, :].expand(groups, size * width, prompt_width), own.expand(groups, -1, -1)), dim=2
-    )[:, None]
-    return PackedLayout(slots, (groups, size * width), visible)
+    seen = torch.arange(prompt_width, device=device) < row_prompt_lengths[:, None]  # (rows, W)
+    visible = torch.cat((seen[:, None, :].expand(rows, slots, prompt_width), own.expand(rows, -1, -1)), dim=2)
+    return PackedLayout(index, (rows, slots), visible[:, None]), past
+
+
+def _past_rows(prompt_tensor: Tensor, past: Tensor | int) -> Tensor:
+    """A prompt-level keys or values tensor ``(U, ...)`` as the attention rows of :func:`_prompt_layout` read it."""
+    if isinstance(past, Tensor):
+        return prompt_tensor.index_select(0, past)
+    if past == 0:
+        return prompt_tensor
+    return prompt_tensor.repeat_interleave(past, dim=0)
 
 
 def sampling_log_probs(
@@ -891,7 +909,7 @@ class TransformerPolicy(nn.Module):
         """
         prompt_lengths, actions, generated = episodes.prompt_lengths, episodes.actions, episodes.generated
         count, steps = actions.shape
-        width, prompt_width = steps - 1 + through_final, unique.shape[1]
+        width = steps - 1 + through_final
         prefix = self.transformer(unique, return_cache=True)
         assert prefix.keys is not None and prefix.values is not None
         first = prefix.hidden[inverse, prompt_lengths - 1]  # (M, D): predicts the first generated token
@@ -899,24 +917,13 @@ class TransformerPolicy(nn.Module):
         offsets = torch.arange(width, device=self.device)
         runs = generated[:, None] - 1 + through_final
         index = torch.nonzero((offsets < runs).reshape(-1)).squeeze(1)  # (K,) slots m * S + t
-        layout = _group_layout(index, inverse, unique, width)
-        if layout is not None:  # one attention row per group, over the prompt's keys as they are
-            past_keys, past_values = prefix.keys, prefix.values
-        else:  # one row per episode, over a copy of its prompt's keys
-            past_visible = torch.arange(prompt_width, device=self.device) < prompt_lengths[:, None]  # (M, W)
-            causal = offsets[None, :] <= offsets[:, None]  # (S, S)
-            visible = torch.cat(
-                (past_visible[:, None, :].expand(count, width, prompt_width), causal.expand(count, -1, -1)), dim=2
-            )[:, None]
-            layout = PackedLayout(index, (count, width), visible)
-            past_keys = [keys.index_select(0, inverse) for keys in prefix.keys]
-            past_values = [values.index_select(0, inverse) for values in prefix.values]
+        layout, past = _prompt_layout(index, inverse, unique, width)
         new_hidden = self.transformer.extend(
             actions[:, :width].reshape(-1)[index],
             (prompt_lengths[:, None] + offsets).reshape(-1)[index],
             layout,
-            past_keys,
-            past_values,
+            [_past_rows(keys, past) for keys in prefix.keys],
+            [_past_rows(values, past) for values in prefix.values],
         )
         grid = new_hidden.new_zeros((count * width, new_hidden.shape[-1])).index_copy(0, index, new_hidden)
         hidden = torch.cat((first[:, None], grid.view(count, width, -1)), dim=1)

@@ -205,14 +205,14 @@ def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, layout:
         torch.testing.assert_close(shared[2][name], gradient, atol=1e-4, rtol=1e-4, msg=name)
 
 
-def test_group_layout_keeps_each_episode_to_its_prompt_and_its_own_tokens() -> None:
+def test_prompt_layouts_keep_each_episode_to_its_prompt_and_its_own_tokens(monkeypatch) -> None:
     # two prompts (lengths 2 and 3) with two episodes each, shuffled; episodes of 2, 1, 2 and 0 scored tokens
     unique = torch.tensor([[5, 6, 0], [7, 8, 9]])
     inverse = torch.tensor([1, 0, 0, 1])
     width = 2
     index = torch.tensor([0, 1, 2, 4, 5])  # slots m * 2 + t of the (4, 2) grid
-    layout = transformer_module._group_layout(index, inverse, unique, width)
-    assert layout.shape == (2, 4)
+    layout, past = transformer_module._prompt_layout(index, inverse, unique, width)
+    assert layout.shape == (2, 4) and past == 0  # a row per prompt, over its keys as they are
     # by prompt: row 0 holds episodes 1, 2 (blocks 0, 1), row 1 holds episodes 0, 3
     assert layout.index.tolist() == [4, 5, 0, 2, 3]
     visible = layout.visible[:, 0].int()
@@ -220,8 +220,21 @@ def test_group_layout_keeps_each_episode_to_its_prompt_and_its_own_tokens() -> N
     assert visible[0, 0].tolist() == [1, 1, 0, 1, 0, 0, 0]  # prompt 0's two tokens, then itself
     assert visible[0, 3].tolist() == [1, 1, 0, 0, 0, 1, 1]  # second block's second slot: its block only
     assert visible[1, 1].tolist() == [1, 1, 1, 1, 1, 0, 0]
-    assert transformer_module._group_layout(index, torch.tensor([1, 0, 0, 0]), unique, width) is None  # 1 vs 3
-    assert transformer_module._group_layout(index, torch.tensor([1, 0, 0]), unique, width) is None  # 2 vs 1
+
+    monkeypatch.setattr(transformer_module, "GROUP_ATTENTION_MAX_SLOTS", 3)  # groups of 2 x 2 slots: too wide
+    layout, past = transformer_module._prompt_layout(index, inverse, unique, width)
+    assert layout.shape == (4, 2) and past == 2  # a row per episode, ordered by prompt; each prompt read twice
+    assert layout.index.tolist() == [4, 5, 0, 2, 3]
+    assert layout.visible[:, 0, 0].int().tolist() == [[1, 1, 0, 1, 0]] * 2 + [[1, 1, 1, 1, 0]] * 2
+    keys = torch.arange(2.0)[:, None]
+    assert transformer_module._past_rows(keys, past).squeeze(1).tolist() == [0, 0, 1, 1]
+
+    uneven = torch.tensor([1, 0, 0, 0])
+    layout, past = transformer_module._prompt_layout(index, uneven, unique, width)
+    assert layout.shape == (4, 2) and torch.equal(past, uneven)  # in its own order, over gathered copies
+    assert torch.equal(layout.index, index)
+    assert layout.visible[:, 0, 0].int().tolist() == [[1, 1, 1, 1, 0]] + [[1, 1, 0, 1, 0]] * 3
+    assert transformer_module._past_rows(keys, past).squeeze(1).tolist() == [1, 0, 0, 0]
 
 
 def test_shared_prompts_are_detected_from_the_data() -> None:
