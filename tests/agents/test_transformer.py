@@ -237,6 +237,19 @@ def test_prompt_layouts_keep_each_episode_to_its_prompt_and_its_own_tokens(monke
     assert transformer_module._past_rows(keys, past).squeeze(1).tolist() == [1, 0, 0, 0]
 
 
+@pytest.mark.parametrize("collide", [False, True], ids=["hash", "collision-fallback"])
+def test_distinct_rows_group_equal_rows_exactly(collide: bool, monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.randint(0, 3, (200, 4), generator=generator)  # 81 possible rows: many repeats
+    if collide:  # every row hashes alike: the exact check must catch it
+        monkeypatch.setattr(transformer_module, "_row_hash_weights", lambda width, device: torch.zeros(width).long())
+    unique, inverse = transformer_module._distinct_rows(rows)
+    assert torch.equal(unique[inverse], rows)
+    expected = torch.unique(rows, dim=0)
+    assert unique.shape == expected.shape
+    assert torch.equal(torch.unique(unique, dim=0), expected)  # the same rows, each once
+
+
 def test_shared_prompts_are_detected_from_the_data() -> None:
     prompts, actions, mask = grouped_episodes()
     lengths = token_lengths(prompts)
