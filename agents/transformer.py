@@ -133,19 +133,33 @@ class TransformerOutput(NamedTuple):
 
 @dataclass
 class KVCache:
-    """Keys and values of ``N`` sequences, per layer ``(N, H, C, D / H)``, and how many positions each holds.
+    """Keys and values of ``N`` sequences of up to ``C`` positions, and how many positions each holds.
+
+    ``entries`` holds, per layer, an ``(N, C, 2, H, D / H)`` tensor: position ``c`` of row ``n`` keeps its key
+    (``[n, c, 0]``) and value (``[n, c, 1]``) side by side, in the order the ``qkv`` projection makes them, so a
+    decoding step writes both with one row copy per sequence and reads a row's past with one gather (about 10%
+    faster a layer than separate ``(N, H, C, D / H)`` key and value tensors on a 2-core CPU).
 
     ``length[n] == 0`` means row ``n`` has not been prefilled yet. Entries at positions ``>= length[n]`` are stale
     and never attended to.
     """
 
-    keys: list[Tensor]
-    values: list[Tensor]
+    entries: list[Tensor]
     length: Tensor  # (N,) int64
 
     @property
     def num_rows(self) -> int:
         return int(self.length.shape[0])
+
+    @property
+    def keys(self) -> list[Tensor]:
+        """Per layer ``(N, H, C, D / H)`` views of the keys."""
+        return [entries[:, :, 0].transpose(1, 2) for entries in self.entries]
+
+    @property
+    def values(self) -> list[Tensor]:
+        """Per layer ``(N, H, C, D / H)`` views of the values."""
+        return [entries[:, :, 1].transpose(1, 2) for entries in self.entries]
 
 
 class PackedLayout(NamedTuple):
@@ -387,24 +401,26 @@ class CausalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(query, keys, values, attn_mask=layout.visible, dropout_p=dropout)
         return self.proj(out.transpose(1, 2).reshape(count * width, model_dim).index_select(0, layout.index))
 
-    def step(
-        self, x: Tensor, keys: Tensor, values: Tensor, rows: Tensor | None, positions: Tensor, width: int
-    ) -> Tensor:
+    def step(self, x: Tensor, entries: Tensor, rows: Tensor | None, positions: Tensor, width: int) -> Tensor:
         """One new token per row: ``x`` ``(R, 1, D)`` at ``positions`` ``(R,)``; its key and value are written into
-        the cache ``keys`` / ``values`` ``(N, H, C, D / H)`` at rows ``rows`` (``None`` = all ``N`` rows, in order),
-        then it attends over the cached positions ``0..positions``. ``width`` is ``max(positions) + 1``."""
-        query, key, value = self._heads(x)
-        cache_rows = torch.arange(keys.shape[0], device=x.device) if rows is None else rows
-        keys[cache_rows, :, positions] = key[:, :, 0]
-        values[cache_rows, :, positions] = value[:, :, 0]
-        if rows is None:  # every row in order: views, no gather
-            past_keys, past_values = keys[:, :, :width], values[:, :, :width]
-        else:
-            # index_select copies whole (H, W, D / H) blocks: ~40% cheaper on CPU than advanced indexing
-            past_keys = keys[:, :, :width].index_select(0, rows)
-            past_values = values[:, :, :width].index_select(0, rows)
+        the cache ``entries`` ``(N, C, 2, H, D / H)`` (see :class:`KVCache`) at rows ``rows`` (``None`` = all ``N``
+        rows, in order), then it attends over the cached positions ``0..positions``. ``width`` is
+        ``max(positions) + 1``."""
+        count, model_dim = x.shape[0], self.num_heads * self.head_dim
+        qkv = self.qkv(x).view(count, 3 * model_dim)
+        query = qkv[:, :model_dim].view(count, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (R, H, 1, D/H)
+        num_rows, capacity = entries.shape[:2]
+        cache_rows = torch.arange(num_rows, device=x.device) if rows is None else rows
+        # key and value of row r at position p are row r * C + p of the flattened cache: one copy each
+        entries.view(num_rows * capacity, 2 * model_dim).index_copy_(
+            0, cache_rows * capacity + positions, qkv[:, model_dim:]
+        )
+        # every row in order: a view, no gather; else index_select copies the rows' (W, 2, H, D / H) blocks
+        past = entries[:, :width] if rows is None else entries[:, :width].index_select(0, rows)
         visible = torch.arange(width, device=x.device) <= positions[:, None]  # (R, W)
-        out = F.scaled_dot_product_attention(query, past_keys, past_values, attn_mask=visible[:, None, None, :])
+        out = F.scaled_dot_product_attention(
+            query, past[:, :, 0].transpose(1, 2), past[:, :, 1].transpose(1, 2), attn_mask=visible[:, None, None, :]
+        )
         return self._merge(out)
 
 
@@ -468,11 +484,9 @@ class Block(nn.Module):
         fed, _, _ = self._feed_forward(self.ln_2(x), None)
         return x + self.dropout(fed)
 
-    def step(
-        self, x: Tensor, keys: Tensor, values: Tensor, rows: Tensor | None, positions: Tensor, width: int
-    ) -> Tensor:
+    def step(self, x: Tensor, entries: Tensor, rows: Tensor | None, positions: Tensor, width: int) -> Tensor:
         """Cached pass for one new token per row, ``(R, 1, D)`` -> ``(R, 1, D)``."""
-        x = x + self.attention.step(self.ln_1(x), keys, values, rows, positions, width)
+        x = x + self.attention.step(self.ln_1(x), entries, rows, positions, width)
         fed, _, _ = self._feed_forward(self.ln_2(x), None)
         return x + fed
 
@@ -500,10 +514,10 @@ class TokenTransformer(nn.Module):
         """A zeroed :class:`KVCache` for ``num_rows`` sequences of up to ``context_length`` positions."""
         config = self.config
         dtype = self.token_embedding.weight.dtype
-        shape = (num_rows, config.num_heads, config.context_length, config.head_dim)
+        shape = (num_rows, config.context_length, 2, config.num_heads, config.head_dim)
         return KVCache(
-            keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
-            values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+            # zeros, not empty: a stale entry is read (and weighted 0) by attention, and 0 * NaN would be NaN
+            entries=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
             length=torch.zeros(num_rows, device=device, dtype=torch.long),
         )
 
@@ -569,8 +583,8 @@ class TokenTransformer(nn.Module):
         """One new token per row: ids ``(R,)`` at ``positions`` ``(R,)`` for cache rows ``rows`` (None = all, in
         order). Writes their keys and values into ``cache`` and returns their hidden states ``(R, D)``."""
         x = (self.token_embedding(tokens) + self.position_embedding(positions))[:, None, :]
-        for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
-            x = block.step(x, keys, values, rows, positions, width)
+        for block, entries in zip(self.blocks, cache.entries, strict=True):
+            x = block.step(x, entries, rows, positions, width)
         return self.ln_f(x)[:, 0]
 
 
@@ -822,11 +836,9 @@ class TransformerPolicy(nn.Module):
         distinct, inverse = shared if shared is not None else (tokens, None)
         out = self.transformer(distinct, token_mask=distinct != PAD, return_cache=True)
         assert out.keys is not None and out.values is not None
-        for cache_keys, cache_values, keys, values in zip(state.keys, state.values, out.keys, out.values, strict=True):
-            cache_keys[:, :, :width].index_copy_(0, rows, keys if inverse is None else keys.index_select(0, inverse))
-            cache_values[:, :, :width].index_copy_(
-                0, rows, values if inverse is None else values.index_select(0, inverse)
-            )
+        for entries, keys, values in zip(state.entries, out.keys, out.values, strict=True):
+            fresh = torch.stack((keys, values), dim=1).permute(0, 3, 1, 2, 4)  # (U, W, 2, H, D / H)
+            entries[:, :width].index_copy_(0, rows, fresh if inverse is None else fresh.index_select(0, inverse))
         if inverse is None:
             return out.hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
         return out.hidden[inverse, lengths - 1]
