@@ -84,7 +84,12 @@ def roll_out(
     [{}, {"temperature": 0.7, "top_p": 0.9}, {"num_experts": 3, "top_k": 2}, {"num_layers": 1, "num_heads": 4}],
     ids=["plain", "temperature-top-p", "moe", "one-layer"],
 )
-def test_incremental_decoding_matches_full_forward_for_ragged_prompts(overrides: dict) -> None:
+@pytest.mark.parametrize("attention", ["broadcast", "sdpa"])
+def test_incremental_decoding_matches_full_forward_for_ragged_prompts(
+    overrides: dict, attention: str, monkeypatch
+) -> None:
+    # one-token attention: plain broadcasts over a short past, SDPA over a long one; both checked at every width
+    monkeypatch.setattr(transformer_module, "DECODE_ELEMENTWISE_MAX_WIDTH", 10**6 if attention == "broadcast" else 0)
     policy = tiny(**overrides)
     prompts = ragged_prompts()
     torch.manual_seed(1)
