@@ -57,7 +57,8 @@ __all__ = [
 
 #: the padding token: it fills observation buffers after the last real token
 PAD = 0
-#: decoding attends with plain broadcasts instead of SDPA while the cached past is at most this many positions
+#: decoding on a CPU attends with plain broadcasts instead of SDPA while the cached past is at most this many
+#: positions
 DECODE_ELEMENTWISE_MAX_WIDTH = 16
 #: GRPO's episodes that share a prompt are scored in one attention row per group when the group's generated slots
 #: (group size x longest episode) are at most this many; beyond it, each episode gets its own row (see
@@ -420,9 +421,10 @@ class CausalSelfAttention(nn.Module):
         # every row in order: a view, no gather; else index_select copies the rows' (W, 2, H, D / H) blocks
         past = entries[:, :width] if rows is None else entries[:, :width].index_select(0, rows)
         visible = torch.arange(width, device=x.device) <= positions[:, None]  # (R, W)
-        if width <= DECODE_ELEMENTWISE_MAX_WIDTH:
-            # a one-token query over a short past is overhead-bound in SDPA (~0.5 us per row and head); plain
-            # broadcasts do the R x W x H dot products with a few large ops: ~30% faster up to W = 14, slower at 20
+        if width <= DECODE_ELEMENTWISE_MAX_WIDTH and x.device.type == "cpu":
+            # on a CPU a one-token query over a short past is overhead-bound in SDPA (~0.5 us per row and head);
+            # plain broadcasts do the R x W x H dot products with a few large ops: ~30% faster up to W = 14, slower
+            # at 20 (on a GPU they would be several kernel launches instead of one)
             scores = (past[:, :, 0] * query[:, None]).sum(dim=-1).mul_(self.head_dim**-0.5)  # (R, W, H)
             weights = scores.masked_fill_(~visible[:, :, None], float("-inf")).softmax(dim=1)
             out = (weights[..., None] * past[:, :, 1]).sum(dim=1)  # (R, H, D / H)
