@@ -297,8 +297,9 @@ def _prompt_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -
         # episode m's step t goes to slot rank[m] * S + t: row rank[m] of the (M, S) grid, or block rank[m] % G of
         # row rank[m] // G of the (U, G * S) grid
         index = (rank[:, None] * width + torch.arange(width, device=device)).reshape(-1)[index]
-    rows, slots = (groups, size * width) if uniform and size * width <= GROUP_ATTENTION_MAX_SLOTS else (count, width)
-    if rows == groups:
+    row_per_group = uniform and size * width <= GROUP_ATTENTION_MAX_SLOTS
+    rows, slots = (groups, size * width) if row_per_group else (count, width)
+    if row_per_group:
         past: Tensor | int = 0
         row_prompt_lengths = prompt_lengths
     elif uniform:
