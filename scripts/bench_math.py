@@ -17,6 +17,7 @@ Python while rlopt's env scores the batch at once.
     python scripts/bench_math.py                         # CPU, 1 torch thread, 3 x (3 warm-up + 10 measured steps)
     python scripts/bench_math.py --device cuda --steps 20
     python scripts/bench_math.py --side rlopt --profile  # cProfile of rlopt's measured steps
+    python scripts/bench_math.py --side rlopt --phases 15  # also rollout / update forward / backward, 15 times each
 
 TRL is an optional benchmark extra (``pip install -e .[bench-trl]``); without it only rlopt is measured.
 """
@@ -316,6 +317,84 @@ def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, 
     )
 
 
+def bench_phases(spec: BenchSpec, repeats: int, device: torch.device, warmup: int = 2) -> dict[str, list[float]]:
+    """rlopt's step taken apart, each phase repeated on one batch: after ``warmup`` ordinary iterations of the real
+    loop, the next iteration runs its grouped rollout ``repeats`` times (same start seeds; the last batch is kept),
+    then the update's forward (``evaluate_episodes`` over the batch, episodes shuffled as the update does) and
+    backward ``repeats`` times (gradients cleared after each), then its real update.
+
+    A change to the rollout or the update is best judged this way, with old and new code alternating: on a noisy
+    machine whole steps minutes apart differ by more than most changes.
+
+    Returns:
+        ``{"rollout": [...], "update_forward": [...], "update_backward": [...]}``, seconds per repeat.
+    """
+    from unittest import mock
+
+    from agents.encoders import obs_to_tensor
+    from rlopt import grpo
+    from rlopt.rollout import index_observations
+    from rlopt.session import TrainingSession
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats={repeats!r} must be an int >= 1")
+    times: dict[str, list[float]] = {"rollout": [], "update_forward": [], "update_backward": []}
+    real_collect, real_update = grpo.collect_groups, grpo._update
+    iterations = {"started": 0}
+
+    def collect(*args: Any, **kwargs: Any) -> Any:
+        iterations["started"] += 1
+        if iterations["started"] <= warmup:
+            return real_collect(*args, **kwargs)
+        for _ in range(repeats):
+            start = _stamp(device)[0]
+            batch = real_collect(*args, **kwargs)
+            times["rollout"].append(_stamp(device)[0] - start)
+        return batch
+
+    def update(config: Any, policy: Any, reference: Any, optimizer: Any, rollout: Any, *rest: Any) -> Any:
+        if iterations["started"] > warmup:
+            observation_space, update_device = rest[-2], rest[-1]
+            order = torch.randperm(rollout.mask.shape[0], generator=torch.Generator().manual_seed(spec.seed)).numpy()
+            first = obs_to_tensor(
+                index_observations(rollout.observations, (0, order)), observation_space, update_device
+            )
+            actions = torch.as_tensor(rollout.actions[:, order].T, device=update_device)
+            mask = torch.as_tensor(rollout.mask[order], device=update_device)
+            for _ in range(repeats):
+                start = _stamp(device)[0]
+                scored = policy.evaluate_episodes(first, actions, mask)
+                middle = _stamp(device)[0]
+                (scored["log_prob"].sum() + scored["entropy"].sum()).backward()
+                times["update_forward"].append(middle - start)
+                times["update_backward"].append(_stamp(device)[0] - middle)
+                optimizer.zero_grad(set_to_none=True)
+        return real_update(config, policy, reference, optimizer, rollout, *rest)
+
+    class ShortSession(TrainingSession):
+        @property
+        def done(self) -> bool:
+            return self.iteration > warmup
+
+    with tempfile.TemporaryDirectory() as logdir:
+        config = rlopt_config(spec, device, logdir)
+        with (
+            mock.patch.object(grpo, "TrainingSession", ShortSession),
+            mock.patch.object(grpo, "collect_groups", collect),
+            mock.patch.object(grpo, "_update", update),
+        ):
+            grpo.train(config)
+    return times
+
+
+def format_phases(times: dict[str, list[float]]) -> str:
+    medians = {name: 1e3 * float(np.median(values)) for name, values in times.items()}
+    return (
+        f"rlopt phases on one batch (median of {len(times['rollout'])}): rollout {medians['rollout']:.1f} ms, "
+        f"update forward {medians['update_forward']:.1f} ms + backward {medians['update_backward']:.1f} ms"
+    )
+
+
 # --- TRL ---------------------------------------------------------------------------------------------------------
 
 
@@ -526,10 +605,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of both runs (default: 0).")
     parser.add_argument("--profile", action="store_true", help="cProfile rlopt's measured steps and print the top.")
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=0,
+        metavar="N",
+        help="After the side-by-side runs, also time rlopt's rollout and its update's forward and backward apart, "
+        "each N times on one batch (default: 0, off); judge a change to either by alternating old and new code.",
+    )
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads} must be >= 1")
+    if args.phases < 0:
+        parser.error(f"--phases {args.phases} must be >= 0")
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error(f"--steps {args.steps}, --warmup {args.warmup} and --repeats {args.repeats} must all be >= 1")
     return args
@@ -602,6 +691,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{ratio_without:.2f}x against TRL without its reward-function time; {ratio_cpu:.2f}x per CPU second"
         )
         report.update(ratio=ratio, ratio_without_reward=ratio_without, ratio_per_cpu_second=ratio_cpu)
+    if args.phases:
+        phases = bench_phases(spec, args.phases, device)
+        print(format_phases(phases))
+        report["phases"] = {name: float(np.median(values)) for name, values in phases.items()}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

@@ -57,6 +57,15 @@ def test_rlopt_side_times_each_step(bench) -> None:
     assert len(pooled.step_seconds) == 4 and pooled.seconds_per_step == pytest.approx(result.seconds_per_step)
 
 
+def test_phases_time_the_rollout_and_the_update_apart(bench) -> None:
+    times = bench.bench_phases(bench.BenchSpec(**TINY), repeats=3, device=torch.device("cpu"), warmup=1)
+    assert set(times) == {"rollout", "update_forward", "update_backward"}
+    assert all(len(values) == 3 and all(seconds > 0 for seconds in values) for values in times.values())
+    assert "rlopt phases on one batch (median of 3): rollout" in bench.format_phases(times)
+    with pytest.raises(ValueError, match="repeats=0"):
+        bench.bench_phases(bench.BenchSpec(**TINY), repeats=0, device=torch.device("cpu"))
+
+
 def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, capsys, tmp_path) -> None:
     threads = torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)  # main's --threads must not leak out
@@ -64,8 +73,12 @@ def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, caps
     full_size = bench.BenchSpec
     monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
     path = tmp_path / "bench.json"
-    report = bench.main(["--side", "both", "--warmup", "1", "--steps", "1", "--repeats", "1", "--json", str(path)])
+    report = bench.main(
+        ["--side", "both", "--warmup", "1", "--steps", "1", "--repeats", "1", "--phases", "1", "--json", str(path)]
+    )
     out = capsys.readouterr().out
+    assert "rlopt phases on one batch (median of 1)" in out
+    assert set(report["phases"]) == {"rollout", "update_forward", "update_backward"}
     assert "TRL half skipped" in out and "rlopt  [cpu]" in out and f"torch threads: {threads}" in out
     assert "command: python scripts/bench_math.py --side both" in out
     assert set(report["results"]) == {"rlopt"} and "ratio" not in report
