@@ -18,7 +18,6 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-
 #: events SummaryWriter may hold before add_scalar blocks (its default is 10)
 EVENT_QUEUE_SIZE = 1024
 
