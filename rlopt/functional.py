@@ -34,6 +34,7 @@ __all__ = [
     "LOSS_TYPES",
     "SCALE_REWARDS",
     "aggregate_loss",
+    "loss_normaliser",
     "broadcast_group",
     "clipped_surrogate",
     "dynamic_sampling_mask",
@@ -550,6 +551,31 @@ def aggregate_loss(
             raise ValueError(f"a sequence has {longest} valid steps, more than max_length={max_length}")
     # max(B, 1): an empty batch gives 0, not 0/0.
     return valid.sum() / (max(per_element.shape[0], 1) * max_length)
+
+
+def loss_normaliser(mask: Tensor, loss_type: str, max_length: int | None = None) -> Tensor:
+    """The denominator :func:`aggregate_loss` divides by for ``mask`` (B, L), at least 1: the sequences with a valid
+    step (``"grpo"``), the valid steps (``"dapo"``) or ``B * max_length`` (``"dr_grpo"``).
+
+    Rows whose loss terms are all 0 add nothing to the numerator, so the loss of a batch equals the loss of its
+    other rows times ``loss_normaliser(other rows) / loss_normaliser(batch)``. An update that leaves zero-advantage
+    episodes out keeps the whole batch's gradient that way.
+
+    Returns:
+        0-dim float tensor on ``mask``'s device.
+    """
+    _check_ndim(mask, 2, "mask", "(B, L)")
+    _check_bool(mask, "mask")
+    _check_choice(loss_type, "loss_type", LOSS_TYPES)
+    if loss_type == "grpo":
+        return (mask.sum(dim=1) > 0).sum().clamp(min=1).float()
+    if loss_type == "dapo":
+        return mask.sum().clamp(min=1).float()
+    if max_length is None or isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(
+            f"loss_type='dr_grpo' needs max_length, a positive int (the longest possible sequence); got {max_length!r}"
+        )
+    return torch.tensor(float(max(mask.shape[0], 1) * max_length), device=mask.device)
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

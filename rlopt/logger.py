@@ -5,7 +5,8 @@ The x-axis of every scalar is the number of environment steps. Tags (DESIGN.md s
 ``eval/mean_reward``, ``eval/success_rate``, GRPO's ``train/kl_ref``, ``train/reward_std``,
 ``train/frac_reward_zero_std``, ``train/clip_ratio_low``, ``train/clip_ratio_high``, reward terms as
 ``rewards/<term>`` and Mixture-of-Experts statistics as ``moe/*``. rlopt adds ``train/frac_step_zero_std``
-(``advantage="step"``), ``curriculum/level``, ``curriculum/window_accuracy`` and ``eval/level`` (``--curriculum``).
+(``advantage="step"``), ``train/frac_zero_advantage_skipped`` (``skip_zero_advantage``), ``curriculum/level``,
+``curriculum/window_accuracy`` and ``eval/level`` (``--curriculum``).
 """
 
 from __future__ import annotations

@@ -245,6 +245,9 @@ def rlopt_config(spec: BenchSpec, device: torch.device, logdir: str) -> Any:
         update_epochs=1,
         num_minibatches=1,
         kl_coef=0.0,
+        # the whole update, as TRL does it: at random initialisation every group is dead, and skipping them would
+        # leave nothing of the update to measure
+        skip_zero_advantage=False,
         learning_rate=spec.learning_rate,
         max_grad_norm=spec.max_grad_norm,
         clip_coef=spec.clip_coef,

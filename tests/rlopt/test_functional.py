@@ -18,6 +18,7 @@ from rlopt.functional import (
     gae,
     group_advantages,
     kl_penalty,
+    loss_normaliser,
     masked_mean,
     normalize,
     process_advantages,
@@ -360,6 +361,24 @@ def test_kl_penalty_bad_input():
 
 RAGGED_LOSS = [[1.0, 2.0, 3.0, 4.0], [5.0, math.nan, math.inf, 7.0], [9.0, 9.0, 9.0, 9.0]]
 RAGGED_MASK = [[T_, T_, T_, T_], [T_, F_, F_, F_], [F_, F_, F_, F_]]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_a_batch_loss_is_its_nonzero_rows_loss_rescaled_by_the_normalisers(loss_type: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    per_element = torch.randn(6, 5, generator=generator)
+    mask = torch.arange(5) < torch.tensor([5, 3, 1, 4, 0, 2])[:, None]  # ragged, one row without a valid step
+    per_element[[1, 3, 4]] = 0.0  # zero-advantage rows: their loss terms are 0
+    kept = torch.tensor([0, 2, 5])
+    whole = aggregate_loss(per_element, mask, loss_type, max_length=5)
+    part = aggregate_loss(per_element[kept], mask[kept], loss_type, max_length=5)
+    scale = loss_normaliser(mask[kept], loss_type, 5) / loss_normaliser(mask, loss_type, 5)
+    torch.testing.assert_close(part * scale, whole)
+    expected = {"grpo": 5.0, "dapo": 15.0, "dr_grpo": 30.0}[loss_type]  # rows with a step; steps; B * max_length
+    assert loss_normaliser(mask, loss_type, 5).item() == expected
+    assert loss_normaliser(mask[:0], loss_type, 5).item() >= 1.0  # never 0
+    with pytest.raises(TypeError, match="bool"):
+        loss_normaliser(mask.float(), loss_type, 5)
 
 
 def test_aggregate_loss_on_ragged_mask():

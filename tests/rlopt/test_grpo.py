@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from copy import deepcopy as copy_module
 from pathlib import Path
@@ -133,6 +134,63 @@ def test_update_on_shared_rows_matches_the_plain_update(monkeypatch: pytest.Monk
         assert shared_metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
 
 
+def _update_copies(config, policy, rollout, advantages, env, skip: bool, start=None):
+    """Trained state and metrics of one _update of a copy of ``policy`` (or of ``start``: (weights, optimizer))."""
+    config = dataclasses.replace(config, skip_zero_advantage=skip)
+    trained = copy_module(policy)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-2)
+    if start is not None:
+        trained.load_state_dict(start[0])
+        optimizer.load_state_dict(copy_module(start[1]))  # Adam updates its state tensors in place
+    metrics = grpo._update(
+        config, trained, None, optimizer, rollout, advantages, 100, env.single_observation_space, torch.device("cpu")
+    )
+    return trained.state_dict(), metrics, optimizer
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_skipping_zero_advantage_episodes_keeps_the_update(loss_type: str) -> None:
+    config = api.make_config(
+        "grpo", EMPTY, num_prompts=4, group_size=4, update_epochs=2, num_minibatches=2, loss_type=loss_type
+    )
+    env = make_vector_env(EMPTY, 16, AutoresetMode.DISABLED)
+    torch.manual_seed(0)
+    policy = make_policy(PolicySpec(hidden_sizes=(16,)), env.single_observation_space, env.single_action_space)
+    rollout = collect_groups(env, policy, np.array([3, 9, 4, 7]), group_size=4, max_steps=100, device="cpu")
+    # groups 1 and 3 are dead (all-equal rewards give exactly 0); groups 0 and 2 carry signal
+    advantages = torch.randn(16, rollout.mask.shape[1], generator=torch.Generator().manual_seed(1))
+    advantages[4:8] = 0.0
+    advantages[12:16] = 0.0
+    plain_state, plain_metrics, _ = _update_copies(config, policy, rollout, advantages, env, skip=False)
+    skip_state, skip_metrics, _ = _update_copies(config, policy, rollout, advantages, env, skip=True)
+    for name, value in plain_state.items():
+        torch.testing.assert_close(skip_state[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(plain_state["policy_head.logits.weight"], policy.state_dict()["policy_head.logits.weight"])
+    assert skip_metrics["train/loss"] == pytest.approx(plain_metrics["train/loss"], rel=1e-4, abs=1e-6)
+    assert skip_metrics["train/grad_norm"] == pytest.approx(plain_metrics["train/grad_norm"], rel=1e-4)
+    assert 0.0 < skip_metrics["train/frac_zero_advantage_skipped"] < 1.0
+    assert "train/frac_zero_advantage_skipped" not in plain_metrics
+
+
+def test_a_minibatch_of_zero_advantage_episodes_still_steps_the_optimizer() -> None:
+    # Adam moves the weights by its momentum even on a zero gradient; the skipping update must do the same
+    config = api.make_config("grpo", EMPTY, num_prompts=2, group_size=4, update_epochs=1, num_minibatches=1)
+    env = make_vector_env(EMPTY, 8, AutoresetMode.DISABLED)
+    torch.manual_seed(0)
+    policy = make_policy(PolicySpec(hidden_sizes=(16,)), env.single_observation_space, env.single_action_space)
+    rollout = collect_groups(env, policy, np.array([3, 9]), group_size=4, max_steps=100, device="cpu")
+    live = torch.randn(8, rollout.mask.shape[1], generator=torch.Generator().manual_seed(1))
+    state, _, optimizer = _update_copies(config, policy, rollout, live, env, skip=False)
+    start = (state, optimizer.state_dict())
+    dead = torch.zeros_like(live)
+    plain_state, _, _ = _update_copies(config, policy, rollout, dead, env, skip=False, start=start)
+    skip_state, skip_metrics, _ = _update_copies(config, policy, rollout, dead, env, skip=True, start=start)
+    assert skip_metrics["train/frac_zero_advantage_skipped"] == 1.0
+    for name, value in plain_state.items():
+        torch.testing.assert_close(skip_state[name], value, msg=name)
+    assert not torch.equal(plain_state["policy_head.logits.weight"], state["policy_head.logits.weight"])
+
+
 # --- configuration ---
 
 
@@ -145,6 +203,8 @@ def test_update_on_shared_rows_matches_the_plain_update(monkeypatch: pytest.Monk
         ({"clip_coef": 1.5}, "clip_coef"),
         ({"num_prompts": 1, "group_size": 2, "num_minibatches": 4}, "num_minibatches"),
         ({"bogus": 1}, "unknown GRPOConfig fields"),
+        ({"skip_zero_advantage": True, "ent_coef": 0.01}, "set ent_coef=0, kl_coef=0 and num_experts=0"),
+        ({"skip_zero_advantage": True, "kl_coef": 0.1}, "skip_zero_advantage off"),
     ],
 )
 def test_invalid_configs_say_what_to_change(overrides: dict, message: str) -> None:
