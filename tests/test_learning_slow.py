@@ -1,11 +1,14 @@
-"""Long learning runs behind the README's results (`make test-slow`); each asserts a threshold on one seed.
+"""Long learning runs behind the README's results (`make test-slow`); each asserts a threshold.
 
-The README's tables report medians over seeds from `rlopt compare`; these runs guard that the presets keep
-reaching the thresholds of the GRPO and PPO issues.
+The issues' thresholds are medians over 3 seeds. The long runs check one seed (seed 0). Runs that take seconds
+check the median of seeds 0-2, as the issue states it. GRPO on CartPole is one of those: on seed 0 it ends at
+474.0, against a threshold of 475, while seeds 1 and 2 reach 496.6 and 500.0. Its final greedy return on a single
+seed moves with float rounding.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pytest
@@ -22,23 +25,28 @@ def _one_thread() -> None:
 
 
 @pytest.mark.parametrize(
-    ("algo", "env_id", "metric", "threshold", "overrides"),
+    ("algo", "env_id", "metric", "threshold", "overrides", "seeds"),
     [
-        ("grpo", "rlopt/GridGame-Empty-5x5-v0", "eval/success_rate", 0.95, {"total_steps": 30_000}),
-        ("grpo", "rlopt/GridGame-DoorKey-5x5-v0", "eval/success_rate", 0.95, {}),
-        ("grpo", "rlopt/ArmReach-v0", "eval/success_rate", 0.8, {}),
-        ("grpo", "CartPole-v1", "eval/mean_reward", 475, {}),
-        ("ppo", "CartPole-v1", "eval/mean_reward", 475, {}),
-        ("ppo", "rlopt/GridGame-Empty-5x5-v0", "eval/success_rate", 0.95, {"total_steps": 50_000}),
-        ("ppo", "rlopt/GridGame-DoorKey-5x5-v0", "eval/success_rate", 0.95, {}),
+        ("grpo", "rlopt/GridGame-Empty-5x5-v0", "eval/success_rate", 0.95, {"total_steps": 30_000}, (0,)),
+        ("grpo", "rlopt/GridGame-DoorKey-5x5-v0", "eval/success_rate", 0.95, {}, (0,)),
+        ("grpo", "rlopt/ArmReach-v0", "eval/success_rate", 0.8, {}, (0,)),
+        ("grpo", "CartPole-v1", "eval/mean_reward", 475, {}, (0, 1, 2)),
+        ("ppo", "CartPole-v1", "eval/mean_reward", 475, {}, (0,)),
+        ("ppo", "rlopt/GridGame-Empty-5x5-v0", "eval/success_rate", 0.95, {"total_steps": 50_000}, (0,)),
+        ("ppo", "rlopt/GridGame-DoorKey-5x5-v0", "eval/success_rate", 0.95, {}, (0,)),
     ],
 )
 def test_preset_reaches_threshold(
-    algo: str, env_id: str, metric: str, threshold: float, overrides: dict, tmp_path: Path
+    algo: str, env_id: str, metric: str, threshold: float, overrides: dict, seeds: tuple, tmp_path: Path
 ) -> None:
-    config = api.make_config(algo, env_id, logdir=str(tmp_path), progress=False, eval_episodes=64, **overrides)
-    _, summary = api.train(config)
-    assert summary[metric] >= threshold, summary
+    summaries = []
+    for seed in seeds:
+        config = api.make_config(
+            algo, env_id, logdir=str(tmp_path), progress=False, eval_episodes=64, seed=seed, **overrides
+        )
+        summaries.append(api.train(config)[1])
+    values = [summary[metric] for summary in summaries]
+    assert statistics.median(values) >= threshold, (values, summaries)
 
 
 def test_sft_then_grpo_solves_level_one_math(tmp_path: Path) -> None:
