@@ -449,17 +449,12 @@ def _update(
                 continue
             loss_scale = None
             if config.skip_zero_advantage:
-                full_mask = mask[members]
-                live = ((advantages[members] != 0) & full_mask).any(dim=1).cpu()
-                totals.setdefault("train/frac_zero_advantage_skipped", []).append(1.0 - float(live.float().mean()))
-                if not bool(live.any()):
+                members, loss_scale, skipped = _live_members(members, mask, advantages, config.loss_type, max_steps)
+                totals.setdefault("train/frac_zero_advantage_skipped", []).append(skipped)
+                if loss_scale is None:
                     # the whole minibatch's gradient is exactly 0: step the optimizer on zeros, as the full update would
                     _zero_gradient_step(policy, optimizer)
                     continue
-                members = members[live]
-                loss_scale = F.loss_normaliser(mask[members], config.loss_type, max_steps) / F.loss_normaliser(
-                    full_mask, config.loss_type, max_steps
-                )
             mb_mask = mask[members]
             steps, episodes = torch.nonzero(mb_mask.T, as_tuple=True)  # valid (t, n) pairs of this minibatch
             if len(steps) == 0:
@@ -555,6 +550,22 @@ def _update(
             for key, value in record.items():
                 totals.setdefault(key, []).append(value)
     return {key: float(np.mean(values)) for key, values in totals.items()}
+
+
+def _live_members(
+    members: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, loss_type: str, max_steps: int
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """``(episodes of the minibatch with a nonzero advantage, loss scale, share left out)``; the scale is None when
+    no episode is left. Scaling their loss by ``loss_normaliser(theirs) / loss_normaliser(minibatch)`` gives the
+    whole minibatch's loss, whose left-out terms are all 0 (see ``skip_zero_advantage``)."""
+    full_mask = mask[members]
+    live = ((advantages[members] != 0) & full_mask).any(dim=1).cpu()
+    skipped = 1.0 - float(live.float().mean())
+    if not bool(live.any()):
+        return members[live], None, skipped
+    kept = members[live]
+    scale = F.loss_normaliser(mask[kept], loss_type, max_steps) / F.loss_normaliser(full_mask, loss_type, max_steps)
+    return kept, scale, skipped
 
 
 def _zero_gradient_step(policy: Any, optimizer: torch.optim.Optimizer) -> None:
