@@ -30,6 +30,7 @@ Where this departs from GPT-2:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -230,8 +231,10 @@ def token_lengths(tokens: Tensor) -> Tensor:
     return lengths
 
 
+@functools.lru_cache(maxsize=64)
 def _row_hash_weights(width: int, device: torch.device) -> Tensor:
-    """``(width,)`` fixed pseudo-random int64 multipliers of :func:`_distinct_rows`' hash."""
+    """``(width,)`` fixed pseudo-random int64 multipliers of :func:`_distinct_rows`' hash (made once per width and
+    device: it is called on every rollout and update)."""
     generator = torch.Generator().manual_seed(width)
     return torch.randint(1, 2**62, (width,), generator=generator, dtype=torch.long).to(device)
 
