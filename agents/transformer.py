@@ -61,10 +61,10 @@ PAD = 0
 #: decoding on a CPU attends with plain broadcasts instead of SDPA while the cached past is at most this many
 #: positions
 DECODE_ELEMENTWISE_MAX_WIDTH = 16
-#: GRPO's episodes that share a prompt are scored in one attention row per group when the group's generated slots
-#: (group size x longest episode) are at most this many; beyond it, each episode gets its own row (see
+#: GRPO's episodes that share a prompt are scored in attention rows of at most this many generated slots: as many
+#: whole episodes per row as fit (a divisor of the group size), each row reading its prompt's keys (see
 #: ``_prompt_layout``)
-GROUP_ATTENTION_MAX_SLOTS = 64
+GROUP_ROW_MAX_SLOTS = 32
 # GPT-2's initialisation scale for every linear and embedding weight.
 INIT_STD = 0.02
 
@@ -271,21 +271,28 @@ def _shared_prompts(prompts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] |
     return unique, inverse
 
 
+def _episodes_per_row(group_size: int, width: int) -> int:
+    """The most episodes of ``width`` slots each that share an attention row: the largest divisor of
+    ``group_size`` whose episodes fill at most :data:`GROUP_ROW_MAX_SLOTS` slots (at least 1)."""
+    fitting = [count for count in range(1, group_size + 1) if group_size % count == 0]
+    return max(count for count in fitting if count == 1 or count * width <= GROUP_ROW_MAX_SLOTS)
+
+
 def _prompt_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -> tuple[PackedLayout, Tensor | int]:
     """How ``M`` episodes that continue ``U`` distinct prompts attend: the layout of their packed tokens, and which
     prompt's keys each attention row reads.
 
     ``unique`` ``(U, W)`` are the prompts, ``inverse`` ``(M,)`` names each episode's, ``index`` ``(K,)`` holds its
-    packed tokens' slots ``m * S + t`` in the ``(M, S)`` grid, ``S = width``. Three layouts, all exact:
+    packed tokens' slots ``m * S + t`` in the ``(M, S)`` grid, ``S = width``. Two layouts, both exact:
 
-    * every prompt has ``G`` episodes (GRPO's groups, in any order) and ``G * S`` is at most
-      :data:`GROUP_ATTENTION_MAX_SLOTS`: one ``(U, G * S)`` row per group, each episode a block of ``S`` slots that
-      sees its prompt and its own block up to itself. The rows read the prompts' keys as they are (returned
-      ``0``): fewer, larger attention matrices and no gradient scatter back onto the prompts. The scores grow as
-      ``(G * S)^2`` per group; on a 2-core CPU this wins at 8 episodes x 7 slots (about 7 ms of 77 a GRPO update at
-      32 prompts) and loses from about 100 slots, hence the cap.
-    * every prompt has ``G`` episodes, wider: one row per episode, ordered by prompt, reading its prompt's keys
-      repeated ``G`` times (returned ``G``): the repeat's gradient is a sum, not a scatter.
+    * every prompt has ``G`` episodes (GRPO's groups, in any order): the episodes are ordered by prompt and ``E``
+      of them share a row of ``E * S`` slots (``E``: :func:`_episodes_per_row`), each a block of ``S`` slots that
+      sees its prompt and its own block up to itself. A group fills ``G / E`` rows, which read its prompt's keys
+      repeated ``G / E`` times (returned as that int; 1: the keys as they are). The gradient of a repeat is a sum,
+      not a scatter. Rows of at most 32 slots because SDPA's CPU kernel takes queries in blocks of 32: on a 2-core
+      CPU a GRPO update of 32 prompts x 8 episodes x 7 slots spends about 6 ms a layer on attention in rows of
+      8 episodes (56 slots) and about 3.3 ms in rows of 4 (28 slots); rows of one episode each cost more again
+      (per-row overhead).
     * otherwise: one row per episode in its own order, reading a gathered copy (returned ``inverse``).
     """
     count, groups = inverse.shape[0], unique.shape[0]
@@ -297,17 +304,15 @@ def _prompt_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -
         order = torch.argsort(inverse, stable=True)  # by prompt: group u's episodes take ranks u * G .. u * G + G - 1
         rank = torch.empty_like(order)
         rank[order] = torch.arange(count, device=device)
-        # episode m's step t goes to slot rank[m] * S + t: row rank[m] of the (M, S) grid, or block rank[m] % G of
-        # row rank[m] // G of the (U, G * S) grid
+        # episode m's step t goes to slot rank[m] * S + t: block rank[m] % E of row rank[m] // E of the
+        # (M / E, E * S) grid
         index = (rank[:, None] * width + torch.arange(width, device=device)).reshape(-1)[index]
-    row_per_group = uniform and size * width <= GROUP_ATTENTION_MAX_SLOTS
-    rows, slots = (groups, size * width) if row_per_group else (count, width)
-    if row_per_group:
-        past: Tensor | int = 0
-        row_prompt_lengths = prompt_lengths
-    elif uniform:
-        past, row_prompt_lengths = size, prompt_lengths.repeat_interleave(size)
+        per_row = _episodes_per_row(size, width)
+        rows, slots = count // per_row, per_row * width
+        past: Tensor | int = size // per_row
+        row_prompt_lengths = prompt_lengths.repeat_interleave(past) if past > 1 else prompt_lengths
     else:
+        rows, slots = count, width
         past, row_prompt_lengths = inverse, prompt_lengths[inverse]
     block = torch.arange(slots, device=device)
     own = (block[None, :] // width == block[:, None] // width) & (block[None, :] <= block[:, None])  # (slots, slots)
@@ -321,7 +326,7 @@ def _past_rows(prompt_tensor: Tensor, past: Tensor | int) -> Tensor:
     """A prompt-level keys or values tensor ``(U, ...)`` as the attention rows of :func:`_prompt_layout` read it."""
     if isinstance(past, Tensor):
         return prompt_tensor.index_select(0, past)
-    if past == 0:
+    if past == 1:
         return prompt_tensor
     return prompt_tensor.repeat_interleave(past, dim=0)
 

@@ -173,14 +173,22 @@ def score_and_grad(policy: TransformerPolicy, prompts, actions, mask):
 
 @pytest.mark.parametrize(
     ("overrides", "layout"),
-    [({}, "group"), ({"temperature": 1.3, "top_p": 0.8}, "group"), ({}, "episode"), ({}, "uneven")],
-    ids=["plain", "temperature-top-p", "row-per-episode", "uneven-groups"],
+    [
+        ({}, "group"),
+        ({"temperature": 1.3, "top_p": 0.8}, "group"),
+        ({}, "pair"),
+        ({}, "episode"),
+        ({}, "uneven"),
+    ],
+    ids=["plain", "temperature-top-p", "rows-of-two-episodes", "row-per-episode", "uneven-groups"],
 )
 def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, layout: str, monkeypatch) -> None:
     policy = tiny(**overrides)
     prompts, actions, mask = grouped_episodes()
-    if layout == "episode":  # groups too wide for one attention row each
-        monkeypatch.setattr(transformer_module, "GROUP_ATTENTION_MAX_SLOTS", 0)
+    if layout == "pair":  # rows of 10 slots: two episodes of 5 per row, each prompt read by two rows
+        monkeypatch.setattr(transformer_module, "GROUP_ROW_MAX_SLOTS", 10)
+    if layout == "episode":  # no two episodes fit a row
+        monkeypatch.setattr(transformer_module, "GROUP_ROW_MAX_SLOTS", 0)
     if layout == "uneven":  # a group one episode short (and prompts still shared)
         prompts, actions, mask = prompts[1:], actions[1:], mask[1:]
     calls = []
@@ -197,6 +205,8 @@ def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, layout:
     groups, count, width = len(PROMPT_LENGTHS), len(prompts), actions.shape[1] - 1
     if layout == "group":  # one row per prompt, over the prompt's own keys (not a copy per episode)
         assert calls == [(packed, (groups, count // groups * width), groups)]
+    elif layout == "pair":
+        assert calls == [(packed, (count // 2, 2 * width), count // 2)]
     else:
         assert calls == [(packed, (count, width), count)], "each episode in its own row"
     monkeypatch.setattr(transformer_module, "_shared_prompts", lambda prompts, lengths: None)
@@ -217,7 +227,7 @@ def test_prompt_layouts_keep_each_episode_to_its_prompt_and_its_own_tokens(monke
     width = 2
     index = torch.tensor([0, 1, 2, 4, 5])  # slots m * 2 + t of the (4, 2) grid
     layout, past = transformer_module._prompt_layout(index, inverse, unique, width)
-    assert layout.shape == (2, 4) and past == 0  # a row per prompt, over its keys as they are
+    assert layout.shape == (2, 4) and past == 1  # a row per prompt, over its keys as they are
     # by prompt: row 0 holds episodes 1, 2 (blocks 0, 1), row 1 holds episodes 0, 3
     assert layout.index.tolist() == [4, 5, 0, 2, 3]
     visible = layout.visible[:, 0].int()
@@ -226,7 +236,7 @@ def test_prompt_layouts_keep_each_episode_to_its_prompt_and_its_own_tokens(monke
     assert visible[0, 3].tolist() == [1, 1, 0, 0, 0, 1, 1]  # second block's second slot: its block only
     assert visible[1, 1].tolist() == [1, 1, 1, 1, 1, 0, 0]
 
-    monkeypatch.setattr(transformer_module, "GROUP_ATTENTION_MAX_SLOTS", 3)  # groups of 2 x 2 slots: too wide
+    monkeypatch.setattr(transformer_module, "GROUP_ROW_MAX_SLOTS", 3)  # two episodes of 2 slots: too wide
     layout, past = transformer_module._prompt_layout(index, inverse, unique, width)
     assert layout.shape == (4, 2) and past == 2  # a row per episode, ordered by prompt; each prompt read twice
     assert layout.index.tolist() == [4, 5, 0, 2, 3]
@@ -240,6 +250,15 @@ def test_prompt_layouts_keep_each_episode_to_its_prompt_and_its_own_tokens(monke
     assert torch.equal(layout.index, index)
     assert layout.visible[:, 0, 0].int().tolist() == [[1, 1, 1, 1, 0]] + [[1, 1, 0, 1, 0]] * 3
     assert transformer_module._past_rows(keys, past).squeeze(1).tolist() == [1, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("group_size", "width", "per_row"),
+    [(8, 7, 4), (8, 3, 8), (8, 4, 8), (8, 15, 2), (8, 17, 1), (6, 5, 6), (6, 6, 3), (7, 5, 1), (1, 40, 1)],
+)
+def test_episodes_per_row_is_the_largest_divisor_that_fits(group_size: int, width: int, per_row: int) -> None:
+    assert transformer_module.GROUP_ROW_MAX_SLOTS == 32
+    assert transformer_module._episodes_per_row(group_size, width) == per_row
 
 
 @pytest.mark.parametrize("collide", [False, True], ids=["hash", "collision-fallback"])
