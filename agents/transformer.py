@@ -122,7 +122,8 @@ class TransformerOutput(NamedTuple):
     """What a full forward returns.
 
     Attributes:
-        hidden: ``(B, S, D)`` final hidden states (after the last LayerNorm).
+        hidden: ``(B, S, D)`` final hidden states (after the last LayerNorm); ``(B, D)`` when one column per row
+            was asked for (``read``).
         aux_loss: scalar MoE load-balancing loss averaged over layers (0 for dense blocks).
         expert_load: ``(E,)`` fraction of routing assignments per expert averaged over layers, None if dense.
         keys, values: per layer ``(B, H, S, D / H)`` when asked for (to fill a :class:`KVCache`), else None.
@@ -394,6 +395,18 @@ class CausalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(query, key, value, is_causal=True, dropout_p=dropout)
         return self._merge(out), key, value
 
+    def forward_read(self, x: Tensor, read: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Full causal pass over ``(B, S, D)`` whose output is wanted at one column per row only, ``read`` ``(B,)``:
+        returns that output ``(B, D)`` and this layer's keys and values of every position (for a cache)."""
+        query, key, value = self._heads(x)
+        batch, length = x.shape[0], x.shape[1]
+        rows = torch.arange(batch, device=x.device)
+        chosen = query[rows, :, read][:, :, None]  # (B, H, 1, D / H)
+        visible = torch.arange(length, device=x.device) <= read[:, None]  # (B, S): causal for the read column
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(chosen, key, value, attn_mask=visible[:, None, None], dropout_p=dropout)
+        return self.proj(out.reshape(batch, self.num_heads * self.head_dim)), key, value
+
     def extend(self, x: Tensor, layout: PackedLayout, past_keys: Tensor, past_values: Tensor) -> Tensor:
         """Continue ``M`` sequences by new tokens given packed, ``x`` ``(K, D)`` (see :class:`PackedLayout`): each
         attends over its row's ``P`` past keys and values ``(M, H, P, D / H)`` (as ``layout.visible`` allows) and
@@ -500,6 +513,15 @@ class Block(nn.Module):
         fed, aux_loss, expert_load = self._feed_forward(self.ln_2(x), token_mask)
         return x + self.dropout(fed), key, value, aux_loss, expert_load
 
+    def forward_read(self, x: Tensor, read: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Full pass wanted at one column per row, ``read`` ``(B,)`` (dense blocks only): ``(B, S, D)`` ->
+        ``(x (B, D) at those columns, keys, values)``. The keys and values cover every position; the attention's
+        output, the projection and the feed-forward run on the read columns only."""
+        attended, key, value = self.attention.forward_read(self.ln_1(x), read)
+        x = x[torch.arange(x.shape[0], device=x.device), read] + self.dropout(attended)
+        fed, _, _ = self._feed_forward(self.ln_2(x), None)
+        return x + self.dropout(fed), key, value
+
     def extend(self, x: Tensor, layout: PackedLayout, past_keys: Tensor, past_values: Tensor) -> Tensor:
         """Pass over packed new tokens ``(K, D)`` -> ``(K, D)`` that continue given past keys and values (dense
         blocks only); see :meth:`CausalSelfAttention.extend`."""
@@ -545,7 +567,11 @@ class TokenTransformer(nn.Module):
         )
 
     def forward(
-        self, tokens: Tensor, token_mask: Tensor | None = None, return_cache: bool = False
+        self,
+        tokens: Tensor,
+        token_mask: Tensor | None = None,
+        return_cache: bool = False,
+        read: Tensor | None = None,
     ) -> TransformerOutput:
         """Full causal pass.
 
@@ -553,6 +579,10 @@ class TokenTransformer(nn.Module):
             tokens: ``(B, S)`` ids, ``S <= context_length``; row ``b`` holds its tokens at positions ``0..S-1``.
             token_mask: ``(B, S)`` True at real tokens: MoE blocks route only those (ignored by dense blocks).
             return_cache: also return every layer's keys and values (to prefill a :class:`KVCache`).
+            read: ``(B,)`` one column per row: ``hidden`` is then ``(B, D)``, the hidden states of those columns
+                only. Dense blocks then skip the last block's attention output and feed-forward at every other
+                column (nothing reads them: later columns' keys and values come from the block's input); a prompt
+                of 5 tokens saves 4/5 of that block's work after its keys and values.
         """
         length = tokens.shape[1]
         if length > self.config.context_length:
@@ -563,8 +593,13 @@ class TokenTransformer(nn.Module):
         positions = torch.arange(length, device=tokens.device)
         x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         keys, values, aux_losses, loads = [], [], [], []
-        for block in self.blocks:
-            x, key, value, aux_loss, load = block(x, token_mask)
+        last = len(self.blocks) - 1
+        for layer, block in enumerate(self.blocks):
+            if read is not None and layer == last and not self.config.num_experts:
+                x, key, value = block.forward_read(x, read)
+                aux_loss = load = None
+            else:
+                x, key, value, aux_loss, load = block(x, token_mask)
             if return_cache:
                 keys.append(key)
                 values.append(value)
@@ -573,6 +608,8 @@ class TokenTransformer(nn.Module):
                 loads.append(load)
         aux = torch.stack(aux_losses).mean() if aux_losses else torch.zeros((), device=x.device, dtype=x.dtype)
         expert_load = torch.stack(loads).mean(dim=0) if loads else None
+        if read is not None and x.dim() == 3:  # MoE blocks ran every column
+            x = x[torch.arange(x.shape[0], device=x.device), read]
         return TransformerOutput(
             self.ln_f(x), aux, expert_load, keys if return_cache else None, values if return_cache else None
         )
@@ -715,9 +752,8 @@ class TransformerPolicy(nn.Module):
         """Hidden state ``(B, D)`` of each row's last real token, from one full forward."""
         width = int(lengths.max()) if len(lengths) else 1
         tokens = tokens[:, :width]
-        out = network(tokens, token_mask=tokens != PAD)
-        rows = torch.arange(tokens.shape[0], device=tokens.device)
-        return out.hidden[rows, lengths - 1], out
+        out = network(tokens, token_mask=tokens != PAD, read=lengths - 1)
+        return out.hidden, out
 
     def _log_probs(self, logits: Tensor, keep: Tensor | None = None) -> Tensor:
         return sampling_log_probs(logits, self.temperature, self.top_p, keep)
@@ -857,14 +893,13 @@ class TransformerPolicy(nn.Module):
         tokens = tokens[:, :width]
         shared = _shared_prompts(tokens, lengths)
         distinct, inverse = shared if shared is not None else (tokens, None)
-        out = self.transformer(distinct, token_mask=distinct != PAD, return_cache=True)
+        read = (lengths if inverse is None else (distinct != PAD).sum(dim=1)) - 1
+        out = self.transformer(distinct, token_mask=distinct != PAD, return_cache=True, read=read)
         assert out.keys is not None and out.values is not None
         for entries, keys, values in zip(state.entries, out.keys, out.values, strict=True):
             fresh = torch.stack((keys, values), dim=1).permute(0, 3, 1, 2, 4)  # (U, W, 2, H, D / H)
             entries[:, :width].index_copy_(0, rows, fresh if inverse is None else fresh.index_select(0, inverse))
-        if inverse is None:
-            return out.hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
-        return out.hidden[inverse, lengths - 1]
+        return out.hidden if inverse is None else out.hidden[inverse]
 
     def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
         positions = lengths - 1
@@ -970,9 +1005,9 @@ class TransformerPolicy(nn.Module):
         prompt_lengths, actions, generated = episodes.prompt_lengths, episodes.actions, episodes.generated
         count, steps = actions.shape
         width = steps - 1 + through_final
-        prefix = self.transformer(unique, return_cache=True)
+        prefix = self.transformer(unique, return_cache=True, read=(unique != PAD).sum(dim=1) - 1)
         assert prefix.keys is not None and prefix.values is not None
-        first = prefix.hidden[inverse, prompt_lengths - 1]  # (M, D): predicts the first generated token
+        first = prefix.hidden[inverse]  # (M, D): the prompt's last hidden state predicts the first generated token
         # generated token t (t < g - 1) sits at position prompt_length + t and predicts token t + 1
         offsets = torch.arange(width, device=self.device)
         runs = generated[:, None] - 1 + through_final

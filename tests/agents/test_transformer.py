@@ -79,6 +79,36 @@ def roll_out(
 # --- KV cache == full forward ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("num_experts", [0, 3], ids=["dense", "moe"])
+def test_reading_one_column_per_row_equals_the_full_forward(num_experts: int) -> None:
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        vocab_size=VOCAB, context_length=LENGTH, num_layers=2, num_heads=2, model_dim=16, num_experts=num_experts
+    )
+    network = TokenTransformer(config)
+    tokens = ragged_prompts()
+    read = token_lengths(tokens) - 1
+    width = int(read.max()) + 1
+    tokens = tokens[:, :width]
+    weights = torch.randn(len(tokens), config.model_dim)
+
+    def run(pruned: bool):
+        network.zero_grad()
+        out = network(tokens, token_mask=tokens != 0, return_cache=True, read=read if pruned else None)
+        hidden = out.hidden if pruned else out.hidden[torch.arange(len(tokens)), read]
+        ((hidden * weights).sum() + sum(key.square().sum() for key in out.keys) + out.aux_loss).backward()
+        grads = {name: parameter.grad.clone() for name, parameter in network.named_parameters()}
+        return hidden.detach(), [key.detach() for key in out.keys + out.values], grads
+
+    pruned, full = run(True), run(False)
+    assert pruned[0].shape == (len(tokens), config.model_dim)
+    torch.testing.assert_close(pruned[0], full[0], atol=1e-5, rtol=0)
+    for mine, theirs in zip(pruned[1], full[1], strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
+    for name, gradient in full[2].items():
+        torch.testing.assert_close(pruned[2][name], gradient, atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"temperature": 0.7, "top_p": 0.9}, {"num_experts": 3, "top_k": 2}, {"num_layers": 1, "num_heads": 4}],
