@@ -449,6 +449,8 @@ def math_model(spec: BenchSpec, context_length: int) -> Any:
         n_embd=spec.model_dim,
         n_layer=spec.num_layers,
         n_head=spec.num_heads,
+        # exact (erf) GELU as in rlopt's transformer; GPT2Config's default is the tanh approximation ("gelu_new")
+        activation_function="gelu",
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
