@@ -618,12 +618,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="After the side-by-side runs, also time rlopt's rollout and its update's forward and backward apart, "
         "each N times on one batch (default: 0, off); judge a change to either by alternating old and new code.",
     )
+    parser.add_argument(
+        "--row-slots",
+        type=int,
+        metavar="N",
+        help="rlopt's update: a GRPO group's episodes share attention rows of at most N generated slots "
+        "(agents.transformer.GROUP_ROW_MAX_SLOTS; default: the library's). To compare row layouts, e.g. with "
+        "--side rlopt --phases 15 and N = 32 then 64.",
+    )
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads} must be >= 1")
     if args.phases < 0:
         parser.error(f"--phases {args.phases} must be >= 0")
+    if args.row_slots is not None and args.row_slots < 0:
+        parser.error(f"--row-slots {args.row_slots} must be >= 0 (0: one episode per row)")
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error(f"--steps {args.steps}, --warmup {args.warmup} and --repeats {args.repeats} must all be >= 1")
     return args
@@ -631,6 +641,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    from agents import transformer
+
+    library_row_slots = transformer.GROUP_ROW_MAX_SLOTS
+    if args.row_slots is not None:
+        transformer.GROUP_ROW_MAX_SLOTS = args.row_slots
+    try:
+        return _run(args, argv)
+    finally:
+        transformer.GROUP_ROW_MAX_SLOTS = library_row_slots
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+    from agents.transformer import GROUP_ROW_MAX_SLOTS
     from rlopt.runs import machine_description
 
     torch.set_num_threads(args.threads)
@@ -655,7 +678,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(
         f"{spec.num_prompts} prompts x {spec.group_size} samples/step, <= {spec.max_new_tokens} new tokens, "
         f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, beta=0, one update per step; "
-        f"{args.warmup} warm-up + {args.steps} measured steps per side\n"
+        f"{args.warmup} warm-up + {args.steps} measured steps per side; rlopt's update attends in rows of <= "
+        f"{GROUP_ROW_MAX_SLOTS} slots\n"
     )
     sides = [side for side in ("rlopt", "trl") if args.side in ("both", side)]
     if "trl" in sides and missing is not None:
@@ -684,6 +708,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "versions": versions,
         "spec": asdict(spec),
+        "row_slots": GROUP_ROW_MAX_SLOTS,
         "results": {name: result.summary() for name, result in results.items()},
     }
     if "rlopt" in results and "trl" in results:

@@ -85,6 +85,29 @@ def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, caps
     assert json.loads(path.read_text())["results"]["rlopt"]["completions"] == [4]
 
 
+def test_row_slots_set_the_update_layout_for_the_run_only(bench, monkeypatch, capsys) -> None:
+    from agents import transformer
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
+    full_size = bench.BenchSpec
+    monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
+    seen = []
+    per_row = transformer._episodes_per_row
+
+    def spy(group_size: int, width: int) -> int:
+        seen.append((transformer.GROUP_ROW_MAX_SLOTS, per_row(group_size, width)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(transformer, "_episodes_per_row", spy)
+    library = transformer.GROUP_ROW_MAX_SLOTS
+    report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--row-slots", "0"])
+    assert seen and all(value == (0, 1) for value in seen)  # one episode per row in every update
+    assert report["row_slots"] == 0 and "rows of <= 0 slots" in capsys.readouterr().out
+    assert transformer.GROUP_ROW_MAX_SLOTS == library
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--row-slots", "-1"])
+
+
 def test_reward_applies_the_env_verifier(bench) -> None:
     (problem,) = generate_problems(1, [7])
     gold = gold_completion_tokens(problem).tolist()
