@@ -109,17 +109,40 @@ def test_reading_one_column_per_row_equals_the_full_forward(num_experts: int) ->
         torch.testing.assert_close(pruned[2][name], gradient, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_kv_cache_grows_by_doubling_and_keeps_its_entries(monkeypatch) -> None:
+    monkeypatch.setattr(transformer_module, "CACHE_START_POSITIONS", 3)
+    network = TokenTransformer(TransformerConfig(vocab_size=VOCAB, context_length=10, num_layers=2, model_dim=8))
+    cache = network.empty_cache(4, "cpu")
+    assert cache.capacity == 3 and cache.entries[0].shape == (4, 3, 2, 4, 2)
+    for layer, entries in enumerate(cache.entries):
+        entries.fill_(layer + 1.0)
+    layers = cache.entries
+    cache.reserve(3, 10)
+    assert cache.capacity == 3 and cache.entries is layers
+    cache.reserve(4, 10)  # doubles
+    assert cache.capacity == 6 and cache.entries is layers
+    cache.reserve(9, 10)  # doubling would pass the context length: capped
+    assert cache.capacity == 10
+    for layer, entries in enumerate(cache.entries):
+        assert (entries[:, :3] == layer + 1.0).all() and (entries[:, 3:] == 0).all()
+    with pytest.raises(ValueError, match="exceeds the context length 10"):
+        cache.reserve(11, 10)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"temperature": 0.7, "top_p": 0.9}, {"num_experts": 3, "top_k": 2}, {"num_layers": 1, "num_heads": 4}],
     ids=["plain", "temperature-top-p", "moe", "one-layer"],
 )
 @pytest.mark.parametrize("attention", ["broadcast", "sdpa"])
+@pytest.mark.parametrize("cache_start", [LENGTH, 3], ids=["cache-full-size", "cache-grows"])
 def test_incremental_decoding_matches_full_forward_for_ragged_prompts(
-    overrides: dict, attention: str, monkeypatch
+    overrides: dict, attention: str, cache_start: int, monkeypatch
 ) -> None:
     # one-token attention: plain broadcasts over a short past, SDPA over a long one; both checked at every width
     monkeypatch.setattr(transformer_module, "DECODE_ELEMENTWISE_MAX_WIDTH", 10**6 if attention == "broadcast" else 0)
+    # a cache that starts with room for 3 positions grows in the prefill (prompts of up to 7) and while decoding
+    monkeypatch.setattr(transformer_module, "CACHE_START_POSITIONS", cache_start)
     policy = tiny(**overrides)
     prompts = ragged_prompts()
     torch.manual_seed(1)
