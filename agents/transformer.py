@@ -300,8 +300,8 @@ def _shared_prompts(prompts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor] |
 def _episodes_per_row(group_size: int, width: int) -> int:
     """The most episodes of ``width`` slots each that share an attention row: the largest divisor of
     ``group_size`` whose episodes fill at most :data:`GROUP_ROW_MAX_SLOTS` slots (at least 1)."""
-    fitting = [count for count in range(1, group_size + 1) if group_size % count == 0]
-    return max(count for count in fitting if count == 1 or count * width <= GROUP_ROW_MAX_SLOTS)
+    divisors = [count for count in range(1, group_size + 1) if group_size % count == 0]
+    return max(count for count in divisors if count == 1 or count * width <= GROUP_ROW_MAX_SLOTS)
 
 
 def _prompt_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -> tuple[PackedLayout, Tensor | int]:
@@ -316,9 +316,9 @@ def _prompt_layout(index: Tensor, inverse: Tensor, unique: Tensor, width: int) -
       sees its prompt and its own block up to itself. A group fills ``G / E`` rows, which read its prompt's keys
       repeated ``G / E`` times (returned as that int; 1: the keys as they are). The gradient of a repeat is a sum,
       not a scatter. Rows of at most 32 slots because SDPA's CPU kernel takes queries in blocks of 32: on a 2-core
-      CPU a GRPO update of 32 prompts x 8 episodes x 7 slots spends about 6 ms a layer on attention in rows of
-      8 episodes (56 slots) and about 3.3 ms in rows of 4 (28 slots); rows of one episode each cost more again
-      (per-row overhead).
+      CPU, SDPA's forward and backward over one layer of 32 prompts x 8 episodes x 7 slots (synthetic masks) took
+      about 6 ms in rows of 8 episodes (56 slots) and about 3.3 ms in rows of 4 (28 slots). In place, rows of 2
+      and of 1 episode were slower than rows of 4 (per-row overhead); see docs/design-notes.md.
     * otherwise: one row per episode in its own order, reading a gathered copy (returned ``inverse``).
     """
     count, groups = inverse.shape[0], unique.shape[0]
