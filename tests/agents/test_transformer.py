@@ -654,3 +654,32 @@ def test_cuda_decoding_matches_cpu() -> None:
         greedy, greedy_log_probs, _ = cuda_policy.act_with_state(prompts.cuda(), state, torch.arange(5).cuda(), True)
     torch.testing.assert_close(scored["log_prob"].cpu(), torch.where(mask, log_probs, 0.0), atol=1e-4, rtol=0)
     assert greedy.device.type == "cuda" and greedy_log_probs.shape == (5,)
+
+
+def check_dense_device_matches_cpu(device: str, monkeypatch) -> None:
+    """A dense policy on ``device`` against the CPU: grouped scoring (shared prompts, rows of two episodes) with
+    its gradients, and greedy decoding through a KV cache that grows."""
+    monkeypatch.setattr(transformer_module, "GROUP_ROW_MAX_SLOTS", 10)
+    monkeypatch.setattr(transformer_module, "CACHE_START_POSITIONS", 3)
+    policy = tiny()
+    prompts, actions, mask = grouped_episodes()
+    cpu = score_and_grad(policy, prompts, actions, mask)
+    torch.manual_seed(5)
+    greedy_cpu = roll_out(policy, ragged_prompts(), steps=8, deterministic=True)
+    on_device = policy.to(device)
+    moved = score_and_grad(on_device, prompts.to(device), actions.to(device), mask.to(device))
+    torch.testing.assert_close(moved[0].cpu(), cpu[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(moved[1].cpu(), cpu[1], atol=1e-4, rtol=0)
+    for name, gradient in cpu[2].items():
+        torch.testing.assert_close(moved[2][name].cpu(), gradient, atol=1e-3, rtol=1e-3, msg=name)
+    state = on_device.initial_state(5, device)
+    with torch.no_grad():
+        first, _, state = on_device.act_with_state(ragged_prompts().to(device), state, torch.arange(5), True)
+    assert first.device.type == torch.device(device).type and state.capacity >= int(PROMPT_LENGTHS[3])
+    assert torch.equal(first.cpu(), greedy_cpu[0][:, 0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_dense_scoring_and_decoding_match_cpu(monkeypatch) -> None:
+    check_dense_device_matches_cpu("cuda", monkeypatch)
