@@ -17,6 +17,7 @@ Python while rlopt's env scores the batch at once.
     python scripts/bench_math.py                         # CPU, 1 torch thread, 3 x (3 warm-up + 10 measured steps)
     python scripts/bench_math.py --device cuda --steps 20
     python scripts/bench_math.py --side rlopt --profile  # cProfile of rlopt's measured steps
+    python scripts/bench_math.py --side rlopt --torch-profile --device cuda  # ops and kernels, device-busy time
     python scripts/bench_math.py --side rlopt --phases 15  # also rollout / update forward / backward, 15 times each
 
 TRL is an optional benchmark extra (``pip install -e .[bench-trl]``); without it only rlopt is measured.
@@ -101,6 +102,7 @@ class SideResult:
         num_parameters: trainable parameters of the model.
         reward_seconds: ``(S,)`` seconds spent in the reward function per step (TRL only; empty for rlopt).
         mean_reward: mean reward over the measured steps (a sanity check that both score the same task).
+        device_profile: per-step figures of a ``--torch-profile`` run (:func:`torch_profile_summary`), else empty.
     """
 
     name: str
@@ -112,6 +114,7 @@ class SideResult:
     num_parameters: int
     reward_seconds: list[float] = field(default_factory=list)
     mean_reward: float = float("nan")
+    device_profile: dict[str, float] = field(default_factory=dict)
 
     # Throughputs divide the mean work per step by the MEDIAN step time: on a shared machine a few steps get
     # slowed by other processes, and the median ignores them where the mean would not.
@@ -165,6 +168,7 @@ class SideResult:
             num_parameters=self.num_parameters,
             reward_seconds=self.reward_seconds + other.reward_seconds,
             mean_reward=mean_reward,
+            device_profile=self.device_profile or other.device_profile,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -209,6 +213,28 @@ def _step_times(stamps: list[tuple[float, float]], warmup: int) -> tuple[list[fl
     """Wall and CPU seconds of each step after the warm-up, from the timestamps taken at each step's end."""
     deltas = np.diff(np.asarray(stamps[warmup - 1 :]), axis=0)
     return deltas[:, 0].tolist(), deltas[:, 1].tolist()
+
+
+def torch_profile_summary(profiler: Any, steps: int, device: torch.device, top: int = 25) -> dict[str, float]:
+    """Print a ``torch.profiler`` record of ``steps`` measured steps: the top ops by own host (CPU) time and, on CUDA,
+    by own device time; return the device activity per step (kernels and copies launched, and the time the device
+    spent in them: next to the wall time of a step, this says whether the step waits on the GPU or on the host).
+    """
+    from torch.autograd import DeviceType
+
+    averages = profiler.key_averages()
+    print(f"\n--- torch.profiler of the measured rlopt steps ({steps}), by own host time ---")
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=top))
+    on_device = [event for event in profiler.events() if event.device_type != DeviceType.CPU]
+    summary = {
+        "host_ops_per_step": sum(1 for event in profiler.events() if event.device_type == DeviceType.CPU) / steps
+    }
+    if device.type != "cpu":
+        print(f"--- by own device time ---\n{averages.table(sort_by='self_device_time_total', row_limit=top)}")
+        summary["device_activities_per_step"] = len(on_device) / steps
+        summary["device_busy_ms_per_step"] = sum(event.time_range.elapsed_us() for event in on_device) / 1e3 / steps
+    print("per step: " + ", ".join(f"{name} {value:.1f}" for name, value in summary.items()))
+    return summary
 
 
 def _print_profile(profiler: cProfile.Profile, top: int = 35) -> None:
@@ -264,11 +290,20 @@ def rlopt_config(spec: BenchSpec, device: torch.device, logdir: str) -> Any:
     )
 
 
-def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, profile: bool = False) -> SideResult:
+def bench_rlopt(
+    spec: BenchSpec,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    profile: bool = False,
+    torch_profile: bool = False,
+) -> SideResult:
     """Run rlopt's own GRPO training loop (``rlopt.grpo.train``) for ``warmup + steps`` iterations and time them.
 
     The loop is the real one; a :class:`~rlopt.session.TrainingSession` subclass only records a timestamp at the end
-    of each iteration and stops the run after the last one.
+    of each iteration and stops the run after the last one. ``profile`` records the measured steps with cProfile,
+    ``torch_profile`` with ``torch.profiler`` (ops and, on CUDA, kernels; :func:`torch_profile_summary`); either
+    slows the steps it records.
     """
     from unittest import mock
 
@@ -281,6 +316,12 @@ def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, 
     returns: list[float] = []
     total = warmup + steps
     profiler = cProfile.Profile() if profile else None
+    recorder = None
+    if torch_profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        recorder = torch.profiler.profile(activities=activities)
 
     class TimedSession(TrainingSession):
         """Stops after ``total`` iterations; timestamps each iteration's end."""
@@ -294,6 +335,10 @@ def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, 
                 profiler.enable()
             if profiler is not None and self.iteration == total:
                 profiler.disable()
+            if recorder is not None and self.iteration == warmup:
+                recorder.start()
+            if recorder is not None and self.iteration == total:
+                recorder.stop()
 
         @property
         def done(self) -> bool:
@@ -307,6 +352,7 @@ def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, 
         raise RuntimeError(f"rlopt ran {len(stamps)} iterations, expected {total}")
     if profiler is not None:
         _print_profile(profiler)
+    profile_summary = torch_profile_summary(recorder, steps, device) if recorder is not None else None
     wall, cpu = _step_times(stamps, warmup)
     return SideResult(
         name="rlopt",
@@ -317,6 +363,7 @@ def bench_rlopt(spec: BenchSpec, warmup: int, steps: int, device: torch.device, 
         tokens=sampled[warmup:],
         num_parameters=sum(parameter.numel() for parameter in policy.parameters()),
         mean_reward=float(np.mean(returns[warmup:])),
+        device_profile=profile_summary or {},
     )
 
 
@@ -609,7 +656,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "2-core machine gave 1.97x to 3.00x within an hour.",
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of both runs (default: 0).")
-    parser.add_argument("--profile", action="store_true", help="cProfile rlopt's measured steps and print the top.")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile rlopt's measured steps (first repeat; slows them) and print the top functions.",
+    )
+    parser.add_argument(
+        "--torch-profile",
+        action="store_true",
+        help="torch.profiler of rlopt's measured steps (first repeat; slows them): the top ops by host time and, "
+        "on CUDA, by device time, with kernels launched and device-busy milliseconds per step.",
+    )
     parser.add_argument(
         "--phases",
         type=int,
@@ -691,7 +748,14 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
         for side in sides:
             if side == "rlopt":
                 # profile the first repeat only: one profile says where the time goes
-                result = bench_rlopt(spec, args.warmup, args.steps, device, profile=args.profile and repeat == 0)
+                result = bench_rlopt(
+                    spec,
+                    args.warmup,
+                    args.steps,
+                    device,
+                    profile=args.profile and repeat == 0,
+                    torch_profile=args.torch_profile and repeat == 0,
+                )
             else:
                 result = bench_trl(spec, args.warmup, args.steps, device)
             if args.repeats > 1:

@@ -2,7 +2,8 @@
 # The GPU checks of the math issue in one command, for a machine with CUDA and PyTorch where rlopt is not installed
 # (such as a lent H100 or H200): the transformer's `gpu` tests, then bench_math on CUDA, rlopt against TRL.
 #
-#   scripts/gpu_check.sh [OUTDIR]        run the checks; logs and bench_math's JSON go to OUTDIR (default gpu-check)
+#   scripts/gpu_check.sh [OUTDIR]        run the checks; logs and bench_math's JSON go to OUTDIR (default gpu-check):
+#                                        the gpu tests, rlopt vs TRL, then rlopt's phases and a torch.profiler record
 #   scripts/gpu_check.sh --fetch-wheels  on a machine with PyPI: download what such a machine lacks into .whl/
 #
 # rlopt runs from this checkout, without an install. Packages the GPU machine lacks (gymnasium, and TRL with what it
@@ -48,6 +49,22 @@ if device == "cuda":
         raise SystemExit("no CUDA device: run with GPU_CHECK_DEVICE=cpu to try the script without one")
     print(f"device: {torch.cuda.get_device_name(0)}")
 EOF
-"$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/agents/test_transformer.py 2>&1 | tee "$out/pytest-gpu.txt"
-"$PYTHON" scripts/bench_math.py --device "$device" --steps 20 --repeats 3 --json "$out/bench_math.json" 2>&1 |
-  tee "$out/bench_math.txt"
+
+# Each check below runs even when one before it failed (a lent machine's minutes are few); the exit status says
+# whether any failed.
+failed=()
+check() { # check NAME COMMAND...: run COMMAND, its output shown and kept in OUTDIR/NAME.txt
+  local name=$1
+  shift
+  "$@" 2>&1 | tee "$out/$name.txt" || failed+=("$name")
+}
+check pytest-gpu "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/agents/test_transformer.py
+check bench_math "$PYTHON" scripts/bench_math.py --device "$device" --steps 20 --repeats 3 --json "$out/bench_math.json"
+# where rlopt's step goes on this device: its phases apart, and a torch.profiler record of its measured steps
+check rlopt-detail "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 1 \
+  --phases 15 --torch-profile --json "$out/rlopt-detail.json"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu_check: failed: ${failed[*]} (logs in $out)" >&2
+  exit 1
+fi
+echo "gpu_check: all checks passed (logs in $out)"

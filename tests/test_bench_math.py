@@ -57,6 +57,20 @@ def test_rlopt_side_times_each_step(bench) -> None:
     assert len(pooled.step_seconds) == 4 and pooled.seconds_per_step == pytest.approx(result.seconds_per_step)
 
 
+def test_torch_profile_records_the_measured_steps(bench, capsys) -> None:
+    result = bench.bench_rlopt(
+        bench.BenchSpec(**TINY), warmup=1, steps=2, device=torch.device("cpu"), torch_profile=True
+    )
+    out = capsys.readouterr().out
+    assert "torch.profiler of the measured rlopt steps (2), by own host time" in out and "aten::" in out
+    # a step runs a rollout and an update: far more than a handful of ops; CPU runs report no device activity
+    assert set(result.device_profile) == {"host_ops_per_step"} and result.device_profile["host_ops_per_step"] > 100
+    assert result.merge(bench.bench_rlopt(bench.BenchSpec(**TINY), 1, 1, torch.device("cpu"))).device_profile == (
+        result.device_profile
+    )
+    assert bench.bench_rlopt(bench.BenchSpec(**TINY), 1, 1, torch.device("cpu")).device_profile == {}
+
+
 def test_phases_time_the_rollout_and_the_update_apart(bench) -> None:
     times = bench.bench_phases(bench.BenchSpec(**TINY), repeats=3, device=torch.device("cpu"), warmup=1)
     assert set(times) == {"rollout", "update_forward", "update_backward"}
