@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -69,6 +69,11 @@ CACHE_START_POSITIONS = 16
 GROUP_ROW_MAX_SLOTS = 32
 # GPT-2's initialisation scale for every linear and embedding weight.
 INIT_STD = 0.02
+#: on CUDA, a rollout's decoding steps replay a CUDA graph of one step over every row (see ``_DecodeGraph``) when
+#: the KV cache at full context length takes at most this many bytes; larger caches decode eagerly
+DECODE_GRAPH_MAX_CACHE_BYTES = 1 << 30
+#: tests only: run the graph's all-rows step eagerly on a CPU too (the logic of ``_DecodeGraph`` without a capture)
+DECODE_GRAPH_ON_CPU = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ class KVCache:
 
     entries: list[Tensor]
     length: Tensor  # (N,) int64
+    # CUDA graphs of a decoding step over these entries (see ``_DecodeGraph``), by what they were captured with
+    graphs: dict[tuple, _DecodeGraph] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_rows(self) -> int:
@@ -176,6 +183,7 @@ class KVCache:
         if width > limit:
             raise ValueError(f"a sequence of {width} positions exceeds the context length {limit}")
         grown = min(limit, max(width, 2 * capacity))
+        self.graphs.clear()  # they write to and read from the entries being replaced
         for layer, entries in enumerate(self.entries):
             fresh = entries.new_zeros((entries.shape[0], grown, *entries.shape[2:]))
             fresh[:, :capacity] = entries
@@ -676,6 +684,89 @@ class TokenTransformer(nn.Module):
         return self.ln_f(x)[:, 0]
 
 
+@functools.cache
+def _capture_stream(device: torch.device) -> Any:
+    """A side stream of ``device`` for recording CUDA graphs (capture cannot run on the default stream)."""
+    return torch.cuda.Stream(device)
+
+
+class _DecodeGraph:
+    """One decoding step over every row of a KV cache, recorded once as a CUDA graph and replayed at each step.
+
+    A step is a few dozen small kernels per layer. On a GPU, launching them one by one from Python costs far more
+    than running them: in ``scripts/bench_math.py --torch-profile`` on an H200, the device was busy 3.7 ms of a
+    step that took about 50 ms. A replay launches the whole step at once (PyTorch's "CUDA Graphs" notes describe
+    the mechanism and its rules).
+
+    A graph has fixed shapes and addresses, so it steps EVERY row of the cache, attending over the full context:
+    - a row not being decoded writes a key and value into the slot just past its cached length. That slot is never
+      attended to, and the row's next token overwrites it before it is read. Its outputs are dropped.
+    - the cache is grown to the full context length before the graph is made and stays put after (``reserve``
+      then never reallocates); the graph lives in the cache's ``graphs``, so it goes when the cache goes.
+    - the first step runs eagerly and only then is the step recorded: libraries set up on first use, and must not
+      do so inside a capture.
+
+    ``capture=False`` runs the same all-rows step eagerly every time (the tests check its logic on a CPU).
+    """
+
+    def __init__(self, policy: TransformerPolicy, state: KVCache, deterministic: bool, capture: bool = True) -> None:
+        # the same tensors in a cache object of its own: the state keeps this graph, and a cycle between them would
+        # hold their GPU memory until Python's cycle collector ran
+        self.state = KVCache(list(state.entries), state.length)
+        self.policy, self.deterministic, self.capture = policy, deterministic, capture
+        self.tokens = torch.zeros_like(state.length)
+        self.positions = torch.zeros_like(state.length)
+        self.graph: Any = None
+        self.actions: Tensor | None = None
+        self.log_probs: Tensor | None = None
+
+    def _step(self) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            hidden = self.policy.transformer.step(self.tokens, self.positions, self.state, None, self.state.capacity)
+            return self.policy._choose(self.policy.policy_head(hidden), self.deterministic)
+
+    def _record(self) -> None:
+        """Record the step (recorded, not run: the cache is written by replays only). ``torch.cuda.graph`` would
+        also empty the allocator's cache at each capture, and a graph is made per rollout: the update's memory
+        would then be allocated afresh every iteration. So the capture is begun and ended here, on a side stream
+        as capture requires."""
+        device = self.state.length.device
+        current = torch.cuda.current_stream(device)
+        stream = _capture_stream(device)
+        stream.wait_stream(current)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            graph.capture_begin()
+            try:
+                self.actions, self.log_probs = self._step()
+            finally:
+                graph.capture_end()
+        current.wait_stream(stream)
+        self.graph = graph
+
+    def run(self, newest: Tensor, rows: Tensor, in_order: bool) -> tuple[Tensor, Tensor]:
+        """Decode the newest tokens ``(R,)`` of cache rows ``rows`` ``(R,)``, each at its cached length; returns
+        ``(actions (R,), log_probs (R,))``. The caller then sets those rows' lengths."""
+        # a decoded row's token goes at its cached length; every other row writes the unread slot past its own
+        self.positions.copy_(self.state.length)
+        if in_order:
+            self.tokens.copy_(newest)
+        else:
+            self.tokens.zero_().index_copy_(0, rows, newest)
+        if self.graph is not None:
+            self.graph.replay()
+            actions, log_probs = self.actions, self.log_probs
+            assert actions is not None and log_probs is not None
+        else:
+            actions, log_probs = self._step()
+            if self.capture:
+                self._record()
+        # a replay overwrites its outputs in place: hand out copies
+        if in_order:
+            return actions.clone(), log_probs.clone()
+        return actions.index_select(0, rows), log_probs.index_select(0, rows)
+
+
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=INIT_STD)
@@ -704,7 +795,11 @@ class TransformerPolicy(nn.Module):
     Attributes:
         has_value: whether the policy has a critic.
         is_moe: whether the feed-forward blocks are Mixture-of-Experts layers.
+        cuda_graphs: on CUDA, ``act_with_state`` replays a CUDA graph for each decoding step of a dense policy
+            (see ``_DecodeGraph``); set it False (on the class or an instance) to decode eagerly.
     """
+
+    cuda_graphs: bool = True
 
     def __init__(self, spec: PolicySpec, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         super().__init__()
@@ -898,6 +993,12 @@ class TransformerPolicy(nn.Module):
         cached = state.length[rows]
         incremental = (cached > 0) & (lengths == cached + 1)
         if bool(incremental.all()):
+            graph = self._decode_graph(state, deterministic)
+            if graph is not None:
+                newest = tokens[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
+                actions, log_probs = graph.run(newest, rows, self._in_order(rows, state))
+                state.length[rows] = lengths
+                return actions, log_probs, state
             hidden = self._advance(tokens, lengths, state, rows)
         elif not bool(incremental.any()):
             hidden = self._prefill(tokens, lengths, state, rows)
@@ -930,13 +1031,42 @@ class TransformerPolicy(nn.Module):
             entries[:, :width].index_copy_(0, rows, fresh if inverse is None else fresh.index_select(0, inverse))
         return out.hidden if inverse is None else out.hidden[inverse]
 
+    @staticmethod
+    def _in_order(rows: Tensor, state: KVCache) -> bool:
+        """Whether ``rows`` are all the cache's rows, in order."""
+        return rows.shape[0] == state.num_rows and torch.equal(rows, torch.arange(state.num_rows, device=rows.device))
+
     def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
         positions = lengths - 1
         newest = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
-        in_order = rows.shape[0] == state.num_rows and torch.equal(
-            rows, torch.arange(state.num_rows, device=rows.device)
-        )
+        in_order = self._in_order(rows, state)
         return self.transformer.step(newest, positions, state, None if in_order else rows, int(positions.max()) + 1)
+
+    def _decode_graph(self, state: KVCache, deterministic: bool) -> _DecodeGraph | None:
+        """The graph of a decoding step over ``state`` (made on first use), or None where decoding runs eagerly: off
+        CUDA, with ``cuda_graphs`` False, with MoE blocks (their routing is data-dependent), with gradients on, for
+        a cache above :data:`DECODE_GRAPH_MAX_CACHE_BYTES` at full context, or once a row fills its context (the
+        graph writes one slot past every row's cached length)."""
+        on_cpu_for_tests = DECODE_GRAPH_ON_CPU and self.device.type == "cpu"
+        if not self.cuda_graphs or self.is_moe or torch.is_grad_enabled():
+            return None
+        if self.device.type != "cuda" and not on_cpu_for_tests:
+            return None
+        config = self.config
+        item = state.entries[0].element_size()
+        if state.num_rows * config.context_length * 2 * config.model_dim * config.num_layers * item > (
+            DECODE_GRAPH_MAX_CACHE_BYTES
+        ):
+            return None
+        if int(state.length.max()) >= config.context_length:
+            return None
+        # what the capture baked in: sampling settings, and where the weights live (moving the policy moves them)
+        key = (deterministic, self.temperature, self.top_p, tuple(p.data_ptr() for p in self.parameters()))
+        graph = state.graphs.get(key)
+        if graph is None:
+            state.reserve(config.context_length, config.context_length)  # the graph needs entries that stay put
+            graph = state.graphs[key] = _DecodeGraph(self, state, deterministic, capture=not on_cpu_for_tests)
+        return graph
 
     # --- whole episodes: one masked forward ---
 

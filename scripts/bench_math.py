@@ -683,6 +683,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(agents.transformer.GROUP_ROW_MAX_SLOTS; default: the library's). To compare row layouts, e.g. with "
         "--side rlopt --phases 15 and N = 32 then 64.",
     )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="On CUDA, rlopt decodes eagerly instead of replaying a CUDA graph per decoding step "
+        "(TransformerPolicy.cuda_graphs), to measure what the graphs bring.",
+    )
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -700,17 +706,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from agents import transformer
 
-    library_row_slots = transformer.GROUP_ROW_MAX_SLOTS
+    library_row_slots, library_graphs = transformer.GROUP_ROW_MAX_SLOTS, transformer.TransformerPolicy.cuda_graphs
     if args.row_slots is not None:
         transformer.GROUP_ROW_MAX_SLOTS = args.row_slots
+    if args.no_cuda_graphs:
+        transformer.TransformerPolicy.cuda_graphs = False
     try:
         return _run(args, argv)
     finally:
         transformer.GROUP_ROW_MAX_SLOTS = library_row_slots
+        transformer.TransformerPolicy.cuda_graphs = library_graphs
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
-    from agents.transformer import GROUP_ROW_MAX_SLOTS
+    from agents.transformer import GROUP_ROW_MAX_SLOTS, TransformerPolicy
     from rlopt.runs import machine_description
 
     torch.set_num_threads(args.threads)
@@ -730,13 +739,16 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     print(f"GRPO on {ENV_ID} level {spec.level}: rlopt vs TRL GRPOTrainer")
     print(f"machine: {machine_description()}")
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    gpu_run = device.type == "cuda"
     print(f"device: {device}{gpu}, torch threads: {torch.get_num_threads()}, versions: {versions}")
     print(f"command: {command}")
     print(
         f"{spec.num_prompts} prompts x {spec.group_size} samples/step, <= {spec.max_new_tokens} new tokens, "
         f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, beta=0, one update per step; "
         f"{args.warmup} warm-up + {args.steps} measured steps per side; rlopt's update attends in rows of <= "
-        f"{GROUP_ROW_MAX_SLOTS} slots\n"
+        f"{GROUP_ROW_MAX_SLOTS} slots"
+        + (f"; rlopt decodes {'with' if TransformerPolicy.cuda_graphs else 'without'} CUDA graphs" * gpu_run)
+        + "\n"
     )
     sides = [side for side in ("rlopt", "trl") if args.side in ("both", side)]
     if "trl" in sides and missing is not None:
@@ -773,6 +785,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
         "versions": versions,
         "spec": asdict(spec),
         "row_slots": GROUP_ROW_MAX_SLOTS,
+        "cuda_graphs": TransformerPolicy.cuda_graphs and gpu_run,
         "results": {name: result.summary() for name, result in results.items()},
     }
     if "rlopt" in results and "trl" in results:

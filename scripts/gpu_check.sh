@@ -3,7 +3,8 @@
 # (such as a lent H100 or H200): the transformer's `gpu` tests, then bench_math on CUDA, rlopt against TRL.
 #
 #   scripts/gpu_check.sh [OUTDIR]        run the checks; logs and bench_math's JSON go to OUTDIR (default gpu-check):
-#                                        the gpu tests, rlopt vs TRL, then rlopt's phases and a torch.profiler record
+#                                        the gpu tests, rlopt vs TRL, rlopt's phases and a torch.profiler record,
+#                                        and rlopt without its CUDA graphs
 #   scripts/gpu_check.sh --fetch-wheels  on a machine with PyPI: download what such a machine lacks into .whl/
 #
 # rlopt runs from this checkout, without an install. Packages the GPU machine lacks (gymnasium, and TRL with what it
@@ -63,6 +64,9 @@ check bench_math "$PYTHON" scripts/bench_math.py --device "$device" --steps 20 -
 # where rlopt's step goes on this device: its phases apart, and a torch.profiler record of its measured steps
 check rlopt-detail "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 1 \
   --phases 15 --torch-profile --json "$out/rlopt-detail.json"
+# what the CUDA graphs of rlopt's decoding steps bring: the same rlopt side decoding eagerly
+check rlopt-no-graphs "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 3 \
+  --no-cuda-graphs
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_check: failed: ${failed[*]} (logs in $out)" >&2
   exit 1

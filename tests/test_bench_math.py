@@ -150,3 +150,23 @@ def test_trl_side_runs_one_step(bench) -> None:
     assert result.completions == [4] and len(result.reward_seconds) == 1
     assert 4 <= result.tokens[0] <= 4 * spec.max_new_tokens
     assert result.completions_per_second_without_reward >= result.completions_per_second
+
+
+def test_no_cuda_graphs_turns_graphs_off_for_the_run_only(bench, monkeypatch, capsys) -> None:
+    from agents.transformer import TransformerPolicy
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
+    seen = []
+    real = bench.bench_rlopt
+    monkeypatch.setattr(
+        bench,
+        "bench_rlopt",
+        lambda *args, **kwargs: seen.append(TransformerPolicy.cuda_graphs) or real(*args, **kwargs),
+    )
+    full_size = bench.BenchSpec
+    monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
+    report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--no-cuda-graphs"])
+    assert seen == [False] and TransformerPolicy.cuda_graphs is True
+    assert report["cuda_graphs"] is False  # and never True off CUDA
+    assert bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1"])["cuda_graphs"] is False
+    assert seen == [False, True]

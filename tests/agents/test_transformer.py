@@ -683,3 +683,107 @@ def check_dense_device_matches_cpu(device: str, monkeypatch) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_dense_scoring_and_decoding_match_cpu(monkeypatch) -> None:
     check_dense_device_matches_cpu("cuda", monkeypatch)
+
+
+# --- decoding by a CUDA graph of the all-rows step ------------------------------------------------------------------
+
+
+def decode(policy: TransformerPolicy, prompts: torch.Tensor, schedule: list[list[int]], deterministic: bool):
+    """Decode ``prompts`` (on the policy's device) step by step, step ``k`` advancing the rows ``schedule[k]`` only
+    (rows left out keep their cache and resume later). Returns the final observations, the state, and per step
+    ``(observation, rows, actions, log_probs)``."""
+    observation = prompts.clone()
+    state = policy.initial_state(prompts.shape[0], prompts.device)
+    steps = []
+    for rows in schedule:
+        index = torch.tensor(rows, device=prompts.device)
+        with torch.no_grad():
+            chosen, log_probs, state = policy.act_with_state(observation[index], state, index, deterministic)
+        steps.append((observation[index].clone(), index, chosen, log_probs))
+        lengths = token_lengths(observation[index])
+        observation[index, lengths] = chosen.clamp(min=1)  # no PAD: every row keeps going
+    return observation, state, steps
+
+
+SCHEDULE = [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 2, 3], [0, 1, 2, 3, 4], [1, 4], [0, 1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_the_all_rows_graph_step_decodes_like_the_eager_step(deterministic: bool, monkeypatch) -> None:
+    # the graph's logic without a capture: every row steps, rows left out write the unread slot past their length
+    monkeypatch.setattr(transformer_module, "DECODE_GRAPH_ON_CPU", True)
+    policy = tiny()
+    prompts = ragged_prompts()
+    torch.manual_seed(3)
+    observation, state, steps = decode(policy, prompts, SCHEDULE, deterministic)
+    assert len(state.graphs) == 1 and state.capacity == LENGTH  # one graph for the rollout, cache at full context
+    graph = next(iter(state.graphs.values()))
+    assert graph.graph is None and graph.state.entries[0] is state.entries[0]  # no capture on a CPU; same tensors
+    with torch.no_grad():
+        for seen, _, chosen, log_probs in steps:
+            # each step equals the full forward over its observations, also for rows that skipped steps before
+            torch.testing.assert_close(log_probs, policy.evaluate_actions(seen, chosen)["log_prob"], atol=1e-5, rtol=0)
+            if deterministic:
+                assert torch.equal(chosen, policy.logits(seen).argmax(dim=-1))
+    assert state.length.tolist() == (token_lengths(observation) - 1).tolist()
+    if deterministic:
+        monkeypatch.setattr(transformer_module, "DECODE_GRAPH_ON_CPU", False)
+        eager_observation, eager_state, _ = decode(policy, prompts, SCHEDULE, deterministic)
+        assert torch.equal(observation, eager_observation) and not eager_state.graphs
+
+
+def test_decoding_falls_back_to_eager_where_a_graph_cannot_serve(monkeypatch) -> None:
+    monkeypatch.setattr(transformer_module, "DECODE_GRAPH_ON_CPU", True)
+    prompts = ragged_prompts()
+    rows = list(range(len(prompts)))
+    for policy in (tiny(num_experts=2, top_k=1), tiny()):
+        if not policy.is_moe:
+            policy.cuda_graphs = False
+        _, state, _ = decode(policy, prompts, [rows, rows], deterministic=True)
+        assert not state.graphs, "MoE routing is data-dependent; cuda_graphs=False turns graphs off"
+    policy = tiny()
+    state = policy.initial_state(len(prompts), "cpu")
+    index = torch.arange(len(prompts))
+    policy.act_with_state(prompts, state, index, True)  # gradients on: eager
+    observation = prompts.clone()
+    observation[index, token_lengths(prompts)] = 1
+    policy.act_with_state(observation, state, index, True)
+    assert not state.graphs
+    # a row at the full context: the graph would write past it, so that step runs eagerly
+    full = torch.randint(1, VOCAB, (2, LENGTH))
+    full[1, 4:] = 0
+    state = policy.initial_state(2, "cpu")
+    with torch.no_grad():
+        policy.act_with_state(full, state, torch.arange(2), True)
+        state.length[0] = LENGTH  # as if row 0 had been decoded to the end
+        grown = full.clone()
+        grown[1, 4] = 3
+        chosen, _, state = policy.act_with_state(grown[1:], state, torch.tensor([1]), True)
+    assert not state.graphs and int(chosen[0]) == int(policy.logits(grown[1:]).argmax())
+    monkeypatch.setattr(transformer_module, "DECODE_GRAPH_MAX_CACHE_BYTES", 0)
+    _, state, _ = decode(policy, prompts, [rows, rows], deterministic=True)
+    assert not state.graphs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decoding_matches_eager_decoding() -> None:
+    policy = tiny().to("cuda")
+    prompts = ragged_prompts().cuda()
+    observation, state, steps = decode(policy, prompts, SCHEDULE, deterministic=True)
+    graph = next(iter(state.graphs.values()))
+    assert graph.graph is not None, "the step was recorded as a CUDA graph"
+    policy.cuda_graphs = False
+    eager_observation, eager_state, eager_steps = decode(policy, prompts, SCHEDULE, deterministic=True)
+    assert not eager_state.graphs and torch.equal(observation, eager_observation)
+    for (_, _, _, log_probs), (_, _, _, eager_log_probs) in zip(steps, eager_steps, strict=True):
+        torch.testing.assert_close(log_probs, eager_log_probs, atol=1e-5, rtol=0)
+    policy.cuda_graphs = True
+    # sampling: every replay draws fresh noise, and each sample's log-probability is the full forward's
+    torch.manual_seed(0)
+    first, _, sampled_steps = decode(policy, prompts, SCHEDULE, deterministic=False)
+    second, _, _ = decode(policy, prompts, SCHEDULE, deterministic=False)
+    assert not torch.equal(first, second)
+    with torch.no_grad():
+        for seen, _, chosen, log_probs in sampled_steps:
+            torch.testing.assert_close(log_probs, policy.evaluate_actions(seen, chosen)["log_prob"], atol=1e-4, rtol=0)
