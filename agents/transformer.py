@@ -695,7 +695,7 @@ class _DecodeGraph:
 
     A step is a few dozen small kernels per layer. On a GPU, launching them one by one from Python costs far more
     than running them: in ``scripts/bench_math.py --torch-profile`` on an H200, the device was busy 3.7 ms of a
-    step that took about 50 ms. A replay launches the whole step at once (PyTorch's "CUDA Graphs" notes describe
+    step that took 47-57 ms unprofiled. A replay launches the whole step at once (PyTorch's "CUDA Graphs" notes describe
     the mechanism and its rules).
 
     A graph has fixed shapes and addresses, so it steps EVERY row of the cache, attending over the full context:
@@ -795,11 +795,12 @@ class TransformerPolicy(nn.Module):
     Attributes:
         has_value: whether the policy has a critic.
         is_moe: whether the feed-forward blocks are Mixture-of-Experts layers.
-        cuda_graphs: on CUDA, ``act_with_state`` replays a CUDA graph for each decoding step of a dense policy
-            (see ``_DecodeGraph``); set it False (on the class or an instance) to decode eagerly.
+        cuda_graphs: opt-in, on the class or an instance: on CUDA, ``act_with_state`` then replays a CUDA graph
+            for each decoding step of a dense policy (see ``_DecodeGraph``). Off by default until it has run on a
+            GPU: it is tested on a CPU through the graph's logic, and the capture itself by a ``gpu`` test.
     """
 
-    cuda_graphs: bool = True
+    cuda_graphs: bool = False
 
     def __init__(self, spec: PolicySpec, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         super().__init__()
@@ -1043,10 +1044,10 @@ class TransformerPolicy(nn.Module):
         return self.transformer.step(newest, positions, state, None if in_order else rows, int(positions.max()) + 1)
 
     def _decode_graph(self, state: KVCache, deterministic: bool) -> _DecodeGraph | None:
-        """The graph of a decoding step over ``state`` (made on first use), or None where decoding runs eagerly: off
-        CUDA, with ``cuda_graphs`` False, with MoE blocks (their routing is data-dependent), with gradients on, for
-        a cache above :data:`DECODE_GRAPH_MAX_CACHE_BYTES` at full context, or once a row fills its context (the
-        graph writes one slot past every row's cached length)."""
+        """The graph of a decoding step over ``state`` (made on first use), or None where decoding runs eagerly:
+        off CUDA, with ``cuda_graphs`` False (the default), with MoE blocks (their routing is data-dependent), with
+        gradients on, for a cache above :data:`DECODE_GRAPH_MAX_CACHE_BYTES` at full context, or once a row fills its
+        context (the graph writes one slot past every row's cached length)."""
         on_cpu_for_tests = DECODE_GRAPH_ON_CPU and self.device.type == "cpu"
         if not self.cuda_graphs or self.is_moe or torch.is_grad_enabled():
             return None

@@ -4,7 +4,7 @@
 #
 #   scripts/gpu_check.sh [OUTDIR]        run the checks; logs and bench_math's JSON go to OUTDIR (default gpu-check):
 #                                        the gpu tests, rlopt vs TRL, rlopt's phases and a torch.profiler record,
-#                                        and rlopt without its CUDA graphs
+#                                        and rlopt with CUDA graphs of its decoding steps (opt-in)
 #   scripts/gpu_check.sh --fetch-wheels  on a machine with PyPI: download what such a machine lacks into .whl/
 #
 # rlopt runs from this checkout, without an install. Packages the GPU machine lacks (gymnasium, and TRL with what it
@@ -64,9 +64,9 @@ check bench_math "$PYTHON" scripts/bench_math.py --device "$device" --steps 20 -
 # where rlopt's step goes on this device: its phases apart, and a torch.profiler record of its measured steps
 check rlopt-detail "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 1 \
   --phases 15 --torch-profile --json "$out/rlopt-detail.json"
-# what the CUDA graphs of rlopt's decoding steps bring: the same rlopt side decoding eagerly
-check rlopt-no-graphs "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 3 \
-  --no-cuda-graphs
+# what CUDA graphs of rlopt's decoding steps (opt-in) bring: the same rlopt side with them
+check rlopt-cuda-graphs "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 3 \
+  --cuda-graphs
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_check: failed: ${failed[*]} (logs in $out)" >&2
   exit 1

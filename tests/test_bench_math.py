@@ -152,7 +152,7 @@ def test_trl_side_runs_one_step(bench) -> None:
     assert result.completions_per_second_without_reward >= result.completions_per_second
 
 
-def test_no_cuda_graphs_turns_graphs_off_for_the_run_only(bench, monkeypatch, capsys) -> None:
+def test_cuda_graphs_turn_graphs_on_for_the_run_only(bench, monkeypatch, capsys) -> None:
     from agents.transformer import TransformerPolicy
 
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
@@ -165,8 +165,8 @@ def test_no_cuda_graphs_turns_graphs_off_for_the_run_only(bench, monkeypatch, ca
     )
     full_size = bench.BenchSpec
     monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
-    report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--no-cuda-graphs"])
-    assert seen == [False] and TransformerPolicy.cuda_graphs is True
-    assert report["cuda_graphs"] is False  # and never True off CUDA
+    report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--cuda-graphs"])
+    assert seen == [True] and TransformerPolicy.cuda_graphs is False
+    assert report["cuda_graphs"] is False  # graphs are for CUDA: never reported on off it
     assert bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1"])["cuda_graphs"] is False
-    assert seen == [False, True]
+    assert seen == [True, False]

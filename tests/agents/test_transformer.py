@@ -712,6 +712,7 @@ SCHEDULE = [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 2, 3], [0, 1, 2, 3, 4], [1, 4]
 def test_the_all_rows_graph_step_decodes_like_the_eager_step(deterministic: bool, monkeypatch) -> None:
     # the graph's logic without a capture: every row steps, rows left out write the unread slot past their length
     monkeypatch.setattr(transformer_module, "DECODE_GRAPH_ON_CPU", True)
+    monkeypatch.setattr(TransformerPolicy, "cuda_graphs", True)
     policy = tiny()
     prompts = ragged_prompts()
     torch.manual_seed(3)
@@ -727,7 +728,7 @@ def test_the_all_rows_graph_step_decodes_like_the_eager_step(deterministic: bool
                 assert torch.equal(chosen, policy.logits(seen).argmax(dim=-1))
     assert state.length.tolist() == (token_lengths(observation) - 1).tolist()
     if deterministic:
-        monkeypatch.setattr(transformer_module, "DECODE_GRAPH_ON_CPU", False)
+        monkeypatch.setattr(TransformerPolicy, "cuda_graphs", False)
         eager_observation, eager_state, _ = decode(policy, prompts, SCHEDULE, deterministic)
         assert torch.equal(observation, eager_observation) and not eager_state.graphs
 
@@ -737,10 +738,10 @@ def test_decoding_falls_back_to_eager_where_a_graph_cannot_serve(monkeypatch) ->
     prompts = ragged_prompts()
     rows = list(range(len(prompts)))
     for policy in (tiny(num_experts=2, top_k=1), tiny()):
-        if not policy.is_moe:
-            policy.cuda_graphs = False
+        policy.cuda_graphs = policy.is_moe
         _, state, _ = decode(policy, prompts, [rows, rows], deterministic=True)
-        assert not state.graphs, "MoE routing is data-dependent; cuda_graphs=False turns graphs off"
+        assert not state.graphs, "MoE routing is data-dependent; cuda_graphs=False (the default) turns graphs off"
+    monkeypatch.setattr(TransformerPolicy, "cuda_graphs", True)
     policy = tiny()
     state = policy.initial_state(len(prompts), "cpu")
     index = torch.arange(len(prompts))
@@ -769,6 +770,7 @@ def test_decoding_falls_back_to_eager_where_a_graph_cannot_serve(monkeypatch) ->
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_decoding_matches_eager_decoding() -> None:
     policy = tiny().to("cuda")
+    policy.cuda_graphs = True
     prompts = ragged_prompts().cuda()
     observation, state, steps = decode(policy, prompts, SCHEDULE, deterministic=True)
     graph = next(iter(state.graphs.values()))
