@@ -986,27 +986,23 @@ class TransformerPolicy(nn.Module):
             ``(actions (R,), log_prob (R,), state)``; ``state`` is updated in place and returned.
         """
         tokens, lengths = self._tokens(observation)
-        rows = torch.as_tensor(indices, device=self.device).long().reshape(-1)
-        if rows.shape[0] != tokens.shape[0]:
-            raise ValueError(f"{rows.shape[0]} indices for {tokens.shape[0]} observations; give one index per row")
-        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= state.num_rows):
-            raise ValueError(f"indices must be in [0, {state.num_rows}), got {rows.tolist()}")
+        rows, in_order = self._rows(indices, state, tokens.shape[0])
         cached = state.length[rows]
         incremental = (cached > 0) & (lengths == cached + 1)
         if bool(incremental.all()):
             graph = self._decode_graph(state, deterministic)
             if graph is not None:
                 newest = tokens[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
-                actions, log_probs = graph.run(newest, rows, self._in_order(rows, state))
+                actions, log_probs = graph.run(newest, rows, in_order)
                 state.length[rows] = lengths
                 return actions, log_probs, state
-            hidden = self._advance(tokens, lengths, state, rows)
+            hidden = self._advance(tokens, lengths, state, rows, in_order)
         elif not bool(incremental.any()):
             hidden = self._prefill(tokens, lengths, state, rows)
         else:
             hidden = tokens.new_empty((tokens.shape[0], self.config.model_dim), dtype=self.policy_head.weight.dtype)
             step_rows, fill_rows = torch.nonzero(incremental).squeeze(1), torch.nonzero(~incremental).squeeze(1)
-            hidden[step_rows] = self._advance(tokens[step_rows], lengths[step_rows], state, rows[step_rows])
+            hidden[step_rows] = self._advance(tokens[step_rows], lengths[step_rows], state, rows[step_rows], False)
             hidden[fill_rows] = self._prefill(tokens[fill_rows], lengths[fill_rows], state, rows[fill_rows])
         state.length[rows] = lengths
         actions, log_probs = self._choose(self.policy_head(hidden), deterministic)
@@ -1032,15 +1028,30 @@ class TransformerPolicy(nn.Module):
             entries[:, :width].index_copy_(0, rows, fresh if inverse is None else fresh.index_select(0, inverse))
         return out.hidden if inverse is None else out.hidden[inverse]
 
-    @staticmethod
-    def _in_order(rows: Tensor, state: KVCache) -> bool:
-        """Whether ``rows`` are all the cache's rows, in order."""
-        return rows.shape[0] == state.num_rows and torch.equal(rows, torch.arange(state.num_rows, device=rows.device))
+    def _rows(self, indices: Tensor | np.ndarray, state: KVCache, count: int) -> tuple[Tensor, bool]:
+        """Checked cache rows ``(R,)`` (long, on the policy's device) for ``count`` observations, and whether they
+        are all the cache's rows in order. Numpy indices (the collector's) are checked on the host: checking a
+        tensor on a GPU waits for the device, twice."""
+        if isinstance(indices, Tensor):
+            rows = indices.to(self.device).long().reshape(-1)
+            low, high = (int(rows.min()), int(rows.max())) if rows.numel() else (0, 0)
+            in_order = rows.shape[0] == state.num_rows and torch.equal(
+                rows, torch.arange(state.num_rows, device=rows.device)
+            )
+        else:
+            host = np.asarray(indices).astype(np.int64, copy=False).reshape(-1)
+            low, high = (int(host.min()), int(host.max())) if host.size else (0, 0)
+            in_order = host.shape[0] == state.num_rows and bool((host == np.arange(state.num_rows)).all())
+            rows = torch.as_tensor(host, device=self.device)
+        if rows.shape[0] != count:
+            raise ValueError(f"{rows.shape[0]} indices for {count} observations; give one index per row")
+        if low < 0 or high >= state.num_rows:
+            raise ValueError(f"indices must be in [0, {state.num_rows}), got {rows.tolist()}")
+        return rows, in_order
 
-    def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
+    def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor, in_order: bool) -> Tensor:
         positions = lengths - 1
         newest = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
-        in_order = self._in_order(rows, state)
         return self.transformer.step(newest, positions, state, None if in_order else rows, int(positions.max()) + 1)
 
     def _decode_graph(self, state: KVCache, deterministic: bool) -> _DecodeGraph | None:

@@ -240,8 +240,9 @@ def collect_groups(
             if state is None:
                 sampled, sampled_log_probs = policy.act(observation_tensor, deterministic=deterministic)
             else:
+                # numpy indices: the policy checks them on the host, without waiting for a GPU
                 sampled, sampled_log_probs, state = policy.act_with_state(
-                    observation_tensor, state, torch.as_tensor(indices, device=device), deterministic=deterministic
+                    observation_tensor, state, indices, deterministic=deterministic
                 )
         sampled_np = sampled.cpu().numpy()
         sampled_log_probs_np = sampled_log_probs.cpu().numpy().astype(np.float32, copy=False)

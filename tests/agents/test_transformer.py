@@ -638,6 +638,28 @@ def test_transformer_rejects_bad_token_batches() -> None:
         policy.evaluate_actions(prompts, torch.ones(4, dtype=torch.long))
     with pytest.raises(ValueError, match="4 indices for 5 observations"):
         policy.act_with_state(prompts, policy.initial_state(5, "cpu"), torch.arange(4))
+    for indices in (torch.tensor([0, 1, 2, 3, 5]), np.array([0, 1, 2, 3, 5]), np.array([-1, 0, 1, 2, 3])):
+        with pytest.raises(ValueError, match=r"indices must be in \[0, 5\)"):
+            policy.act_with_state(prompts, policy.initial_state(5, "cpu"), indices)
+
+
+@pytest.mark.parametrize("rows", [[0, 1, 2, 3, 4], [4, 0, 2]])
+def test_numpy_and_tensor_indices_decode_alike(rows: list[int]) -> None:
+    # the collector passes numpy indices, checked on the host; a tensor is checked on its device
+    policy = tiny()
+    prompts = ragged_prompts()[rows]
+    results = []
+    for indices in (np.array(rows), torch.tensor(rows)):
+        state = policy.initial_state(5, "cpu")
+        observation = prompts.clone()
+        with torch.no_grad():
+            for _ in range(3):
+                chosen, log_probs, state = policy.act_with_state(observation, state, indices, deterministic=True)
+                observation[torch.arange(len(rows)), token_lengths(observation)] = chosen.clamp(min=1)
+        results.append((observation, log_probs, state.length.clone()))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][2], results[1][2])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    assert results[0][2][rows].tolist() == (token_lengths(results[0][0]) - 1).tolist()
 
 
 @pytest.mark.gpu
