@@ -217,8 +217,10 @@ def _step_times(stamps: list[tuple[float, float]], warmup: int) -> tuple[list[fl
 
 def torch_profile_summary(profiler: Any, steps: int, device: torch.device, top: int = 25) -> dict[str, float]:
     """Print a ``torch.profiler`` record of ``steps`` measured steps: the top ops by own host (CPU) time and, on CUDA,
-    by own device time; return the device activity per step (kernels and copies launched, and the time the device
-    spent in them: next to the wall time of a step, this says whether the step waits on the GPU or on the host).
+    by own device time. Returns per step: ``host_ops_per_step``, the profiler's host-side events (torch ops, and on
+    CUDA the runtime calls such as kernel launches), and on CUDA ``device_activities_per_step`` (kernels and copies
+    run) and ``device_busy_ms_per_step`` (the time the device spent in them: next to the wall time of a step, this
+    says whether the step waits on the GPU or on the host).
     """
     from torch.autograd import DeviceType
 
