@@ -217,20 +217,18 @@ def _step_times(stamps: list[tuple[float, float]], warmup: int) -> tuple[list[fl
 
 def torch_profile_summary(profiler: Any, steps: int, device: torch.device, top: int = 25) -> dict[str, float]:
     """Print a ``torch.profiler`` record of ``steps`` measured steps: the top ops by own host (CPU) time and, on CUDA,
-    by own device time. Returns per step: ``host_ops_per_step``, the profiler's host-side events (torch ops, and on
+    by own device time. Returns per step: ``host_events_per_step``, the profiler's host-side events (torch ops, and on
     CUDA the runtime calls such as kernel launches), and on CUDA ``device_activities_per_step`` (kernels and copies
     run) and ``device_busy_ms_per_step`` (the time the device spent in them: next to the wall time of a step, this
     says whether the step waits on the GPU or on the host).
     """
     from torch.autograd import DeviceType
 
-    averages = profiler.key_averages()
+    averages, events = profiler.key_averages(), profiler.events()
     print(f"\n--- torch.profiler of the measured rlopt steps ({steps}), by own host time ---")
     print(averages.table(sort_by="self_cpu_time_total", row_limit=top))
-    on_device = [event for event in profiler.events() if event.device_type != DeviceType.CPU]
-    summary = {
-        "host_ops_per_step": sum(1 for event in profiler.events() if event.device_type == DeviceType.CPU) / steps
-    }
+    on_device = [event for event in events if event.device_type != DeviceType.CPU]
+    summary = {"host_events_per_step": (len(events) - len(on_device)) / steps}
     if device.type != "cpu":
         print(f"--- by own device time ---\n{averages.table(sort_by='self_device_time_total', row_limit=top)}")
         summary["device_activities_per_step"] = len(on_device) / steps
@@ -742,15 +740,14 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     print(f"machine: {machine_description()}")
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     gpu_run = device.type == "cuda"
+    graphs = f"; rlopt decodes {'with' if TransformerPolicy.cuda_graphs else 'without'} CUDA graphs" if gpu_run else ""
     print(f"device: {device}{gpu}, torch threads: {torch.get_num_threads()}, versions: {versions}")
     print(f"command: {command}")
     print(
         f"{spec.num_prompts} prompts x {spec.group_size} samples/step, <= {spec.max_new_tokens} new tokens, "
         f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, beta=0, one update per step; "
         f"{args.warmup} warm-up + {args.steps} measured steps per side; rlopt's update attends in rows of <= "
-        f"{GROUP_ROW_MAX_SLOTS} slots"
-        + (f"; rlopt decodes {'with' if TransformerPolicy.cuda_graphs else 'without'} CUDA graphs" * gpu_run)
-        + "\n"
+        f"{GROUP_ROW_MAX_SLOTS} slots{graphs}\n"
     )
     sides = [side for side in ("rlopt", "trl") if args.side in ("both", side)]
     if "trl" in sides and missing is not None:
