@@ -45,7 +45,15 @@ def make_config(algo: str, env_id: str, preset: bool = True, **overrides: Any) -
         else:
             values.update(preset_for(algo, env_id))
     values.update(overrides)
+    if "skip_zero_advantage" not in overrides and values.get("skip_zero_advantage") and _reads_every_episode(values):
+        # a preset's skip_zero_advantage is a speed-up with the same gradient; explicit options that read every
+        # episode (an entropy bonus, a KL term, MoE load balancing) make it invalid, and they win
+        values["skip_zero_advantage"] = False
     return config_class(algo).from_dict(values)
+
+
+def _reads_every_episode(values: dict[str, Any]) -> bool:
+    return any(float(values.get(name) or 0) > 0 for name in ("ent_coef", "kl_coef", "num_experts"))
 
 
 def algo_of(config: RunConfig) -> str:

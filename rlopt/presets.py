@@ -19,13 +19,18 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "learning_rate": 2e-3,
                 "update_epochs": 8,
                 "num_minibatches": 4,
+                "skip_zero_advantage": True,
                 "total_steps": 30_000,
             },
         ),
         # long episodes (up to 250 steps on DoorKey-5x5): fewer episodes per batch buy more updates per env step.
         # The learning rate decays to 0: with a constant one the sampled policy solved DoorKey-5x5 on every seed
         # while the greedy one swung between 0.36 and 1.0 success late in training (3 seeds: 1.0, 0.78, 0.36 at
-        # 200k); decayed, greedy success was 1.0 on all 3
+        # 200k); decayed, greedy success was 1.0 on all 3.
+        # skip_zero_advantage (the grid presets): the same gradient without the dead groups' forward and backward.
+        # On DoorKey-5x5 (seeds 0-2, 200k steps) it skipped 70-78% of the episodes and cut the runs from 30-36 s to
+        # 20-22 s, reaching 0.9 success at the same steps (README). An explicit ent_coef, kl_coef or num_experts
+        # turns it off (rlopt.api.make_config)
         (
             "rlopt/GridGame-*",
             {
@@ -35,6 +40,7 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "lr_schedule": "linear",
                 "update_epochs": 8,
                 "num_minibatches": 4,
+                "skip_zero_advantage": True,
                 "total_steps": 200_000,
             },
         ),
