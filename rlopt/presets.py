@@ -27,7 +27,7 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         # The learning rate decays to 0: with a constant one the sampled policy solved DoorKey-5x5 on every seed
         # while the greedy one swung between 0.36 and 1.0 success late in training (3 seeds: 1.0, 0.78, 0.36 at
         # 200k); decayed, greedy success was 1.0 on all 3.
-        # skip_zero_advantage (the grid presets): the same gradient without the dead groups' forward and backward.
+        # skip_zero_advantage (grid and math presets): the same gradient without the dead groups' forward and backward.
         # On DoorKey-5x5 (seeds 0-2, 200k steps) it skipped 70-78% of the episodes and cut the runs from 30-36 s to
         # 20-22 s, reaching 0.9 success at the same steps (README). An explicit ent_coef, kl_coef or num_experts
         # turns it off (rlopt.api.make_config)
@@ -65,12 +65,15 @@ PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
             {
                 # for continuing from `rlopt sft` (--init): a random policy never writes a well-formed answer, so
                 # GRPO from scratch gets no reward variance (DeepSeek-R1's reason for a cold start). One small
-                # step per batch, so RL refines the supervised model rather than overwriting it
+                # step per batch, so RL refines the supervised model rather than overwriting it. A good supervised
+                # start answers many prompts right in all 8 samples: leaving those dead groups out of the update
+                # (the same gradient) took 100k steps from 7.8-7.9 s to 4.5-5.0 s, accuracy 0.945 both ways
                 "num_prompts": 32,
                 "group_size": 8,
                 "learning_rate": 1e-4,
                 "update_epochs": 1,
                 "num_minibatches": 1,
+                "skip_zero_advantage": True,
                 "hidden_sizes": (128, 128),
                 "total_steps": 300_000,
             },

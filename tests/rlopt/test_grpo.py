@@ -225,11 +225,11 @@ def test_invalid_configs_say_what_to_change(overrides: dict, message: str) -> No
         api.make_config("grpo", EMPTY, **overrides)
 
 
-def test_grid_presets_skip_dead_groups_unless_an_explicit_option_reads_every_episode() -> None:
-    for env_id in (EMPTY, "rlopt/GridGame-DoorKey-5x5-v0"):
+def test_grid_and_math_presets_skip_dead_groups_unless_an_option_reads_every_episode() -> None:
+    for env_id in (EMPTY, "rlopt/GridGame-DoorKey-5x5-v0", "rlopt/MathReasoning-v0"):
         assert api.make_config("grpo", env_id).skip_zero_advantage
     assert not api.make_config("grpo", EMPTY, preset=False).skip_zero_advantage
-    assert not api.make_config("grpo", "rlopt/MathReasoning-v0").skip_zero_advantage
+    assert not api.make_config("grpo", "CartPole-v1").skip_zero_advantage
     for reads_every_episode in ({"ent_coef": 0.01}, {"kl_coef": 0.1}, {"num_experts": 2}):
         assert not api.make_config("grpo", EMPTY, **reads_every_episode).skip_zero_advantage
     assert not api.make_config("grpo", EMPTY, skip_zero_advantage=False).skip_zero_advantage
