@@ -426,7 +426,7 @@ def test_output_at_the_length_cap_earns_nothing() -> None:
     # the gold thought, then digits forever: the buffer fills without <eos>
     tokens = np.concatenate([gold[:-1], np.full(64, encode("7")[0])])
     reward, terminated, truncated, info = _run_episode(env, tokens)
-    assert truncated and not terminated
+    assert terminated and not truncated  # terminal: no critic may bootstrap a completion that cannot continue
     assert reward == 0.0 and not info["is_success"]
     assert info["reward_terms"] == {"accuracy": 0.0, "format": 0.0, "process": 0.0, "length": -1.0}
     assert env.unwrapped.core.length[0] == 32 and prompt_length < 32

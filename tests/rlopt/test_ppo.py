@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -183,11 +185,23 @@ def test_transformer_ppo_learns_answers_from_a_supervised_start(tmp_path: Path) 
     assert summary["eval/success_rate"] >= 0.6, (before, summary)
 
 
+class _FullBufferTruncates(gym.vector.VectorWrapper):
+    """Reports the math env's full-buffer endings as truncations (the env itself calls them terminal), so that
+    the test below reaches PPO's bootstrapped branch, as an env with a time limit would."""
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(actions)
+        cut = terminated & (np.asarray(actions) != EOS) & (np.asarray(actions) != 0)
+        return observation, reward, terminated & ~cut, truncated | cut, info
+
+
 def test_episode_batch_matches_the_step_wise_policy() -> None:
     """The rollout's values and log-probabilities, and the update's whole-episode scores, equal the per-step
     ``value`` / ``evaluate_actions`` of every observation the episodes went through."""
     config = api.make_config("ppo", MATH, **{**TINY_MATH, "num_steps": 1})
-    env = ppo._TerminationRecorder(ppo.make_vector_env(MATH, config.num_envs, ppo.AutoresetMode.DISABLED, {"level": 1}))
+    env = ppo._TerminationRecorder(
+        _FullBufferTruncates(ppo.make_vector_env(MATH, config.num_envs, ppo.AutoresetMode.DISABLED, {"level": 1}))
+    )
     policy, _ = ppo.build_policy(config, env.single_observation_space, env.single_action_space, value_head=True)
     with torch.no_grad():
         policy.value_head.weight.mul_(50.0)  # values far from 0
