@@ -49,46 +49,14 @@ def test_preset_reaches_threshold(
     assert statistics.median(values) >= threshold, (values, summaries)
 
 
-def test_sft_then_grpo_solves_level_one_math(tmp_path: Path) -> None:
+def _sft_then_grpo(tmp_path: Path, seed: int, sft_steps: int, grpo_steps: int) -> tuple[dict, dict]:
+    """``rlopt sft`` on level 1 (lr 3e-3), then the preset's GRPO from it; both summaries (256 held-out problems)."""
     from rlopt.sft import SFTConfig, train_sft
 
     sft = SFTConfig(
-        total_steps=3000,
-        batch_size=64,
+        total_steps=sft_steps,
         learning_rate=3e-3,
-        logdir=str(tmp_path),
-        run_name="sft",
-        progress=False,
-        eval_episodes=256,
-    )
-    _, sft_summary = train_sft(sft)
-    config = api.make_config(
-        "grpo",
-        "rlopt/MathReasoning-v0",
-        init=str(tmp_path / "sft"),
-        total_steps=100_000,
-        learning_rate=1e-4,
-        update_epochs=1,
-        num_minibatches=1,
-        logdir=str(tmp_path),
-        run_name="grpo",
-        progress=False,
-        eval_episodes=256,
-    )
-    _, summary = api.train(config)
-    assert summary["eval/success_rate"] >= 0.9, (sft_summary, summary)
-
-
-def test_grpo_improves_a_weak_supervised_start(tmp_path: Path) -> None:
-    """The README's "SFT alone vs SFT then GRPO" on level 1: 800 supervised steps leave seed 1's model right on about
-    half the held-out problems (0.48, pass@4 0.64), so its samples disagree and GRPO's groups carry signal. The
-    preset's GRPO, 3M env steps from there, must add at least 0.05 (it measured 0.48 -> 0.59)."""
-    from rlopt.sft import SFTConfig, train_sft
-
-    sft = SFTConfig(
-        total_steps=800,
-        learning_rate=3e-3,
-        seed=1,
+        seed=seed,
         logdir=str(tmp_path),
         run_name="sft",
         progress=False,
@@ -100,12 +68,24 @@ def test_grpo_improves_a_weak_supervised_start(tmp_path: Path) -> None:
         "grpo",
         "rlopt/MathReasoning-v0",
         init=str(tmp_path / "sft"),
-        total_steps=3_000_000,
-        seed=1,
+        total_steps=grpo_steps,
+        seed=seed,
         logdir=str(tmp_path),
         run_name="grpo",
         progress=False,
         eval_episodes=256,
     )
-    _, summary = api.train(config)
+    return sft_summary, api.train(config)[1]
+
+
+def test_sft_then_grpo_solves_level_one_math(tmp_path: Path) -> None:
+    sft_summary, summary = _sft_then_grpo(tmp_path, seed=0, sft_steps=3000, grpo_steps=100_000)
+    assert summary["eval/success_rate"] >= 0.9, (sft_summary, summary)
+
+
+def test_grpo_improves_a_weak_supervised_start(tmp_path: Path) -> None:
+    """The README's level-1 weak-start comparison: 800 supervised steps leave seed 1's model right on about half the
+    held-out problems (0.48, pass@4 0.64), so its samples disagree and GRPO's groups carry signal. The preset's GRPO,
+    3M env steps from there, must add at least 0.05 (it measured 0.48 -> 0.59)."""
+    sft_summary, summary = _sft_then_grpo(tmp_path, seed=1, sft_steps=800, grpo_steps=3_000_000)
     assert summary["eval/success_rate"] >= sft_summary["eval/success_rate"] + 0.05, (sft_summary, summary)
