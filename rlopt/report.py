@@ -30,6 +30,9 @@ EVAL_SUCCESS = "eval/success_rate"
 SCORES = (EVAL_REWARD, EVAL_SUCCESS)
 ROLLOUT_REWARD = "rollout/ep_rew_mean"
 SUCCESS_TAGS = ("eval/success_rate", "rollout/success_rate")
+UPDATE_TAG = "train/loss"  # logged once per optimisation phase by every trainer: counts updates to a threshold
+#: the threshold columns, in the order of :func:`_threshold_crossing`'s tuple
+THRESHOLD_KEYS = ("steps_to_threshold", "seconds_to_threshold", "updates_to_threshold")
 ALGO_ORDER = ("grpo", "ppo", "sb3_ppo")
 IMPLEMENTATIONS = {"rlopt": "rlopt (own)", "stable-baselines3": "stable-baselines3"}
 CURVE_POINTS = 100
@@ -206,8 +209,10 @@ def _success_curve(record: RunRecord) -> ScalarCurve | None:
     return None
 
 
-def _threshold_crossing(record: RunRecord, threshold: float) -> tuple[float, float] | None:
-    """(env steps, seconds since the run started) at the first success-rate point >= threshold."""
+def _threshold_crossing(record: RunRecord, threshold: float) -> tuple[float, float, float] | None:
+    """(env steps, seconds since the run started, updates) at the first success-rate point >= threshold. Updates
+    are the ``train/loss`` points logged up to that env step (one per optimisation phase: a GRPO update, a PPO
+    rollout's epochs); infinite when the run logged none."""
     curve = _success_curve(record)
     if curve is None:
         return None
@@ -216,7 +221,9 @@ def _threshold_crossing(record: RunRecord, threshold: float) -> tuple[float, flo
         return None
     index = int(np.flatnonzero((curve.steps == step) & (curve.values >= threshold))[0])
     origin = record.start_time if record.start_time is not None else float(curve.wall_times.min())
-    return step, float(curve.wall_times[index] - origin)
+    losses = record.curves.get(UPDATE_TAG)
+    updates = float(np.count_nonzero(losses.steps <= step)) if losses is not None and losses.steps.size else math.inf
+    return step, float(curve.wall_times[index] - origin), updates
 
 
 def _median_or_none(values: list[float]) -> float | None:
@@ -274,8 +281,11 @@ def build_table(
             crossings = [_threshold_crossing(record, success_threshold) for record in with_signal]
             row["success_signal"] = bool(with_signal)
             row["seeds_reached"] = sum(crossing is not None for crossing in crossings)
-            row["steps_to_threshold"] = _median_or_none([c[0] if c else math.inf for c in crossings])
-            row["seconds_to_threshold"] = _median_or_none([c[1] if c else math.inf for c in crossings])
+            for position, key in enumerate(THRESHOLD_KEYS):
+                per_seed = [c[position] if c else math.inf for c in crossings]
+                row[key] = _median_or_none(per_seed)
+                # each seed's own value (None = never), in seed order, for the report's brackets
+                row[f"{key}_per_seed"] = [None if math.isinf(value) else value for value in per_seed]
             speeds = _summary_values(done, "steps_per_second")
             row["steps_per_second"] = float(np.mean(speeds)) if speeds else None
             memory = _summary_values(done, "peak_rss_mb")
@@ -467,11 +477,13 @@ def _rate(value: float | None) -> str:
 
 
 def _threshold_cell(row: dict[str, Any], key: str) -> str:
+    """Median over seeds (never counts as never), how many seeds reached it, then each seed's value."""
     if not row["success_signal"]:
         return "n/a (no success signal)"
     value = row[key]
     reached = f"{row['seeds_reached']}/{row['seeds_finished']} seeds"
-    return f"not reached ({reached})" if value is None else f"{_number(value)} ({reached})"
+    seeds = ", ".join("–" if each is None else _number(each) for each in row[f"{key}_per_seed"])
+    return (f"not reached ({reached})" if value is None else f"{_number(value)} ({reached})") + f" [{seeds}]"
 
 
 def _iqm_cell(row: dict[str, Any]) -> str:
@@ -506,8 +518,9 @@ def _env_section(
         f"final {score_name} IQM [95% CI]",
         "mean ± std",
         "success rate: mean, median [per seed]",
-        f"env steps to success ≥ {threshold:g}",
-        f"seconds to success ≥ {threshold:g}",
+        f"env steps to success ≥ {threshold:g} [per seed]",
+        f"seconds to success ≥ {threshold:g} [per seed]",
+        f"updates to success ≥ {threshold:g} [per seed]",
         "steps/s",
         "peak RSS (MiB)",
         "parameters",
@@ -522,6 +535,7 @@ def _env_section(
             _success_cell(row),
             _threshold_cell(row, "steps_to_threshold"),
             _threshold_cell(row, "seconds_to_threshold"),
+            _threshold_cell(row, "updates_to_threshold"),
             _number(row["steps_per_second"]),
             _number(row["peak_rss_mb"]),
             _number(row["num_parameters"]),
@@ -635,7 +649,9 @@ def write_report(
         f"improvement intervals are 95% stratified percentile bootstraps ({reps} resamples, Agarwal et al. 2021). "
         "Curves show the mean over seeds, a 95% bootstrap band and each seed thinly; thresholds are read from "
         "`eval/success_rate` (else `rollout/success_rate`) and give the median over seeds, a seed that never got "
-        "there counting as never. Wall-clock and steps/s were measured with other jobs running alongside.",
+        "there counting as never, then each seed's own value in brackets (– for never); updates are the "
+        f"`{UPDATE_TAG}` points a run logged up to that evaluation (one per GRPO update or PPO rollout). "
+        "Wall-clock and steps/s were measured with other jobs running alongside.",
         "",
     ]
     for env_id in env_ids:

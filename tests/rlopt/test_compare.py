@@ -49,6 +49,7 @@ def fake_train(algo, env_id, seed, total_steps, logdir, run_name=None, overrides
         writer.add_scalar("rollout/ep_rew_mean", final * fraction * 0.8, step)
         writer.add_scalar("eval/mean_reward", final * fraction, step)
         writer.add_scalar("eval/success_rate", 1.0 if step >= FAKE_SUCCESS_STEP[algo] else 0.0, step)
+        writer.add_scalar("train/loss", 1.0 / (1 + step), step)
     writer.close()
     if overrides.get("fail_seed") == seed:
         raise RuntimeError(f"boom on seed {seed}")
@@ -150,11 +151,16 @@ def test_table_numbers(fake_tb: Path):
     assert grpo["mean"] == pytest.approx(11.0) and grpo["std"] == pytest.approx(1.0)
     assert grpo["steps_to_threshold"] == 600.0 and grpo["seeds_reached"] == 3
     assert grpo["seconds_to_threshold"] is not None and grpo["seconds_to_threshold"] >= 0
+    assert grpo["steps_to_threshold_per_seed"] == [600.0, 600.0, 600.0]
+    assert grpo["updates_to_threshold"] == 4.0  # train/loss at steps 0, 200, 400 and 600
+    assert grpo["updates_to_threshold_per_seed"] == [4.0, 4.0, 4.0]
     assert grpo["success_rate"] == 1.0 and grpo["steps_per_second"] == 500.0 and grpo["num_parameters"] == 104
     assert grpo["success_median"] == 1.0 and grpo["success_per_seed"] == [1.0, 1.0, 1.0]
     ppo = rows[("rlopt/Fake-v0", "ppo")]
     assert (ppo["seeds_finished"], ppo["seeds_total"]) == (3, 4)
     assert ppo["steps_to_threshold"] is None and ppo["seeds_reached"] == 0  # never reached
+    assert ppo["steps_to_threshold_per_seed"] == [None, None, None]
+    assert ppo["updates_to_threshold"] is None and ppo["updates_to_threshold_per_seed"] == [None, None, None]
     assert ppo["implementation"] == "rlopt (own)"
 
 
@@ -173,7 +179,9 @@ def test_write_report_files(fake_tb: Path):
     text = report.read_text()
     for expected in ("## CartPole-v1", "## rlopt/Fake-v0", "Probability of improvement", "## Across environments",
                      "Which algorithm each row is", "Failed and unfinished runs", "ValueError: exploded",
-                     "rlopt (own)", "lr=0.001", "11 [", "600 (3/3 seeds)", "not reached (0/3 seeds)",
+                     "rlopt (own)", "lr=0.001", "11 [", "600 (3/3 seeds) [600, 600, 600]",
+                     "not reached (0/3 seeds) [–, –, –]", "updates to success ≥ 0.9 [per seed]",
+                     "4 (3/3 seeds) [4, 4, 4]",
                      "1.00, 1.00 [1.00, 1.00, 1.00]"):  # fmt: skip
         assert expected in text, expected
     plots = out / "plots"
