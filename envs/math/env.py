@@ -116,14 +116,12 @@ class MathReasoningCore(BatchedCore):
         position += 1
         self.length[rows] = position
         # EOS ends the episode; so does PAD, which may not appear inside a sequence (the policy finds its place
-        # from the count of non-PAD tokens), and the episode is then malformed
-        stop = (chosen == EOS) | (chosen == PAD)
-        full = (position >= self.max_length) & ~stop
-        # A full buffer is a terminal state, not a time limit: nothing more can be written, and the completion is
-        # scored as it stands. Reporting it as truncated made PPO bootstrap V(full buffer), worth more to its
-        # critic than a wrong answer's format reward, and PPO learnt to write until the buffer filled (format 1.0
-        # -> 0.0 within 2-3M steps on level 1 from an 800-step SFT model, all three seeds).
-        ended = stop | full
+        # from the count of non-PAD tokens), and the episode is then malformed. So does a full buffer: it is a
+        # terminal state, not a time limit, as nothing more can be written and the completion is scored as it
+        # stands. Reporting it as truncated made PPO bootstrap V(full buffer), worth more to its critic than a wrong
+        # answer's format reward, and PPO learnt to write until the buffer filled (format 1.0 -> 0.0 within 2-3M
+        # steps on level 1 from an 800-step SFT model, all three seeds).
+        ended = (chosen == EOS) | (chosen == PAD) | (position >= self.max_length)
         truncated = np.zeros(count, dtype=bool)
         if active is None:
             terminated = ended
@@ -133,7 +131,7 @@ class MathReasoningCore(BatchedCore):
         reward = np.zeros(count, dtype=np.float64)
         terms = {name: np.zeros(count, dtype=np.float64) for name in REWARD_TERMS}
         success = np.zeros(count, dtype=bool)
-        finished = rows[stop | full]
+        finished = rows[ended]
         if finished.size:
             self.ended[finished] = True
             completions = self.completions(finished)
