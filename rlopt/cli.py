@@ -1,4 +1,4 @@
-"""The ``rlopt`` command line: list environments, train, resume, evaluate, compare, and the demo.
+"""The ``rlopt`` command line: list environments, train, resume, evaluate, compare, re-make reports, and the demo.
 
 Options of ``rlopt train`` are generated from the algorithm's config dataclass, so ``--help`` always matches
 the code: ``rlopt train --algo grpo --help``.
@@ -252,6 +252,24 @@ def _cmd_compare(argv: list[str]) -> int:
     return int(compare_main(parser.parse_args(argv)) or 0)
 
 
+def _cmd_report(argv: list[str]) -> int:
+    from rlopt.compare import add_report_arguments, report_main
+
+    parser = argparse.ArgumentParser(
+        prog="rlopt report",
+        description="Write a comparison's report.md, plots/ and summary.json again from the runs already on disk,\n"
+        "without training: e.g. with another success threshold for the steps/seconds/updates-to-success\n"
+        "columns. Settings not given keep the values of the report already in the comparison folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  rlopt compare --env CartPole-v1 --algos grpo,ppo --out runs/cmp   # trains, writes runs/cmp/report.md\n"
+        "  rlopt report runs/cmp --success-threshold 0.5                     # replaces runs/cmp/report.md\n"
+        "  rlopt report runs/cmp --success-threshold 0.5 --out runs/cmp-0.5  # keeps it, writes a second report",
+    )
+    add_report_arguments(parser)
+    return int(report_main(parser.parse_args(argv)) or 0)
+
+
 def _cmd_sft(argv: list[str]) -> int:
     from rlopt.sft import add_sft_arguments, sft_main
 
@@ -279,6 +297,7 @@ COMMANDS = {
     "eval": "evaluate a checkpoint on held-out seeds",
     "sft": "supervised cold start of a math transformer on gold chains of thought (then GRPO with --init)",
     "compare": "GRPO vs PPO vs SB3 PPO over envs and seeds, with a statistical report",
+    "report": "write a comparison's report again from its runs, e.g. with another --success-threshold",
     "demo": "the main job: a short comparison with TensorBoard logs and a report",
 }
 
@@ -299,9 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "envs":
             return _cmd_envs(argparse.Namespace())
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "sft": _cmd_sft, "compare": _cmd_compare, "demo": _cmd_demo}[
-            args.command
-        ]
+        handler = {
+            "train": _cmd_train,
+            "eval": _cmd_eval,
+            "sft": _cmd_sft,
+            "compare": _cmd_compare,
+            "report": _cmd_report,
+            "demo": _cmd_demo,
+        }[args.command]
         return handler(argv[1:])
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"rlopt {args.command}: error: {error}", file=sys.stderr)

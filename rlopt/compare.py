@@ -1,4 +1,5 @@
-"""``rlopt compare``: train algorithms x environments x seeds in worker processes, then write the report.
+"""``rlopt compare``: train algorithms x environments x seeds in worker processes, then write the report;
+``rlopt report``: write the report again from the runs on disk, e.g. with another success threshold.
 
 Every (env, algo, seed) job trains in its own spawned process (one job per process, so each run's peak memory is
 its own) and writes ``OUT/tb/<env>__<algo>__<seed>/``. A job that raises leaves its traceback in that folder's
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -305,9 +307,15 @@ def run_compare(config: CompareConfig, train_fn: TrainFn | None = None) -> Path:
     wanted = {job.run_name for job in pending + finished}
     records = [record for record in records if record.run_name in wanted]
     report_path = write_report(records, config.out, config.success_threshold, config.reference_algo)
-    table = runs.read_json(Path(config.out) / runs.SUMMARY_FILE)["table"]
-    print("", format_table(table), "", f"report: {report_path}", f"tensorboard --logdir {config.tb_dir}", sep="\n")
+    print_report_summary(report_path, config.tb_dir)
     return report_path
+
+
+def print_report_summary(report_path: Path, tb_dir: Path) -> None:
+    """Print the final-performance table of the report just written, its path and the TensorBoard command (what
+    ``rlopt compare`` and ``rlopt report`` end with)."""
+    table = runs.read_json(report_path.parent / runs.SUMMARY_FILE)["table"]
+    print("", format_table(table), "", f"report: {report_path}", f"tensorboard --logdir {tb_dir}", sep="\n")
 
 
 def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | None) -> None:
@@ -466,3 +474,156 @@ def compare_main(args: argparse.Namespace, train_fn: TrainFn | None = None) -> i
     run_compare(config, train_fn)
     summary = runs.read_json(Path(config.out) / runs.SUMMARY_FILE)
     return 0 if all(run["status"] == "finished" for run in summary["runs"]) else 1
+
+
+# --- rlopt report: the report again, from the runs on disk ---------------------------------------------------------
+
+#: the report settings ``rlopt report`` takes, each defaulting to the earlier report's value, else compare's default
+REPORT_SETTINGS = ("success_threshold", "score", "reference_algo")
+
+
+def _success_rate(text: str) -> float:
+    """argparse type of ``rlopt report --success-threshold``: a finite success rate in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a success rate from 0 to 1 such as 0.5, got {text!r}")
+    return value
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``rlopt report``'s arguments to ``parser``."""
+    earlier = "Default: the value in the report already in the comparison folder, else {}."
+    parser.add_argument(
+        "runs_dir",
+        metavar="RUNS_DIR",
+        help=f"The --out folder of `rlopt compare` (its runs are under {TB_DIR}/), that {TB_DIR}/ folder itself, or "
+        "any folder of run folders such as the --logdir of `rlopt train`.",
+    )
+    parser.add_argument(
+        "--success-threshold",
+        type=_success_rate,
+        default=None,
+        metavar="RATE",
+        help=f"{_help('success_threshold')} {earlier.format(_default('success_threshold'))}",
+    )
+    parser.add_argument(
+        "--score",
+        choices=SCORES,
+        default=None,
+        help=f"{_help('score')} {earlier.format(_default('score'))}",
+    )
+    parser.add_argument(
+        "--reference-algo",
+        default=None,
+        metavar="ALGO",
+        help=f"{_help('reference_algo')} {earlier.format(_default('reference_algo'))}",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"Folder for report.md, plots/ and summary.json (default: the comparison folder, i.e. RUNS_DIR, or its "
+        f"parent when RUNS_DIR is a {TB_DIR}/ folder: the report `rlopt compare` wrote there is replaced; give another "
+        "folder to keep it).",
+    )
+    return parser
+
+
+def report_folders(runs_dir: str | Path) -> tuple[Path, Path]:
+    """(folder of run folders to read, comparison folder) of ``rlopt report RUNS_DIR``.
+
+    A user naturally passes what ``rlopt compare --out`` named, so a folder holding ``tb/`` is read through its
+    ``tb/``; a ``tb/`` folder itself belongs to the comparison folder above it; any other folder is both.
+
+    Raises:
+        FileNotFoundError: ``runs_dir`` is missing or not a folder.
+    """
+    path = Path(runs_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass the --out folder of an `rlopt compare` run")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is a file; pass the --out folder of an `rlopt compare` run")
+    if (path / TB_DIR).is_dir():
+        return path / TB_DIR, path
+    if path.name == TB_DIR:
+        return path, path.parent
+    return path, path
+
+
+def earlier_report_settings(folder: str | Path) -> dict[str, Any]:
+    """The :data:`REPORT_SETTINGS` recorded in the summary.json of the report already in ``folder``, so that
+    re-making it changes only what the user asks for (a comparison run with ``--score eval/success_rate`` stays
+    ranked by success). Settings missing, invalid, or with no report there are left out."""
+    path = Path(folder) / runs.SUMMARY_FILE
+    try:
+        payload = runs.read_json(path) if path.is_file() else None
+    except ValueError:  # a corrupt summary.json: write_report replaces it
+        payload = None
+    if not isinstance(payload, dict) or "table" not in payload:  # none, or one run's summary rather than a report's
+        return {}
+    found: dict[str, Any] = {}
+    threshold = payload.get("success_threshold")
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0:
+        found["success_threshold"] = float(threshold)
+    if payload.get("score") in SCORES:
+        found["score"] = payload["score"]
+    if isinstance(payload.get("reference_algo"), str) and payload["reference_algo"]:
+        found["reference_algo"] = payload["reference_algo"]
+    return found
+
+
+def _no_runs_message(tb_dir: Path) -> str:
+    message = (
+        f"no runs found in {tb_dir}: expected run folders such as CartPole-v1__grpo__0/ holding config.json, "
+        f"summary.json, error.txt or TensorBoard event files, as `rlopt compare --out DIR` writes under DIR/{TB_DIR}/"
+    )
+    if (tb_dir / runs.CONFIG_FILE).is_file() or any(tb_dir.glob("events.out.tfevents.*")):
+        message += f"; {tb_dir} looks like a single run's folder, so pass the folder above it"
+    return message
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """Run ``rlopt report``: write report.md, plots/ and summary.json again from the runs under ``args.runs_dir``,
+    without training; settings not given are the earlier report's, else compare's defaults. Prints which settings
+    it used and where they came from, then the table and the report's path as ``rlopt compare`` does.
+
+    Returns:
+        0; failed and unfinished runs are listed in the report, as compare lists them.
+
+    Raises:
+        FileNotFoundError: ``args.runs_dir`` is missing or not a folder.
+        ConfigError: no runs in it, or a reference algorithm that none of them is.
+    """
+    tb_dir, folder = report_folders(args.runs_dir)
+    earlier = earlier_report_settings(folder)
+    settings: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name in REPORT_SETTINGS:
+        given = getattr(args, name)
+        if given is not None:
+            settings[name], origins[name] = given, "given"
+        elif name in earlier:
+            settings[name], origins[name] = earlier[name], f"as in {folder / runs.SUMMARY_FILE}"
+        else:
+            settings[name], origins[name] = _default(name), "compare's default"
+            if earlier:  # a report from before summary.json recorded this setting
+                origins[name] += f"; {folder / runs.SUMMARY_FILE} does not record it, pass --{name.replace('_', '-')}"
+    records = load_runs(tb_dir, settings["score"])
+    if not records:
+        raise ConfigError(_no_runs_message(tb_dir))
+    algos = list(dict.fromkeys(record.algo for record in records))
+    if settings["reference_algo"] not in ALGOS and settings["reference_algo"] not in algos:
+        raise ConfigError(
+            f"reference algo {settings['reference_algo']!r} is not accepted; choose from {', '.join(ALGOS)} or the "
+            f"runs' entries {', '.join(algos)}"
+        )
+    print(f"{len(records)} runs in {tb_dir}", flush=True)
+    for name in REPORT_SETTINGS:
+        print(f"  {name.replace('_', ' ')}: {settings[name]} ({origins[name]})")
+    out = Path(args.out) if args.out is not None else folder
+    report_path = write_report(records, out, settings["success_threshold"], settings["reference_algo"])
+    print_report_summary(report_path, tb_dir)
+    return 0

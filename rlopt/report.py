@@ -612,7 +612,8 @@ def write_report(
     reps: int = 2000,
     seed: int = 0,
 ) -> Path:
-    """Write ``report.md``, ``plots/*.png`` and ``summary.json`` (every run's summary and the tables) to ``out_dir``.
+    """Write ``report.md``, ``plots/*.png`` and ``summary.json`` (the settings below and the score, every run's
+    summary and the tables) to ``out_dir``.
 
     Args:
         records: runs from :func:`load_runs`.
@@ -695,6 +696,7 @@ def write_report(
         {
             "success_threshold": success_threshold,
             "reference_algo": reference_algo,
+            "score": records[0].score_tag if records else EVAL_REWARD,  # what `rlopt report` re-makes it with
             "machine": runs.machine_description(),
             "table": rows,
             "probability_of_improvement": improvements,
