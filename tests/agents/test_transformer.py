@@ -235,7 +235,12 @@ def score_and_grad(policy: TransformerPolicy, prompts, actions, mask):
     ],
     ids=["plain", "temperature-top-p", "rows-of-two-episodes", "row-per-episode", "uneven-groups"],
 )
-def test_shared_prompt_scoring_equals_the_plain_forward(overrides: dict, layout: str, monkeypatch) -> None:
+@pytest.mark.parametrize("attention", ["matmul", "sdpa"])
+def test_shared_prompt_scoring_equals_the_plain_forward(
+    overrides: dict, layout: str, attention: str, monkeypatch
+) -> None:
+    # the episodes' attention after their prompt: batched matmuls (the CPU default) or SDPA (elsewhere)
+    monkeypatch.setattr(transformer_module, "EXTEND_MATMUL_ON_CPU", attention == "matmul")
     policy = tiny(**overrides)
     prompts, actions, mask = grouped_episodes()
     if layout == "pair":  # rows of 10 slots: two episodes of 5 per row, each prompt read by two rows
