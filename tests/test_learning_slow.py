@@ -49,13 +49,17 @@ def test_preset_reaches_threshold(
     assert statistics.median(values) >= threshold, (values, summaries)
 
 
-def _sft_then_grpo(tmp_path: Path, seed: int, sft_steps: int, grpo_steps: int) -> tuple[dict, dict]:
-    """``rlopt sft`` on level 1 (lr 3e-3), then the preset's GRPO from it; both summaries (256 held-out problems)."""
+def _sft_then_grpo(
+    tmp_path: Path, seed: int, sft_steps: int, grpo_steps: int, sft_learning_rate: float | None = None
+) -> tuple[dict, dict]:
+    """``rlopt sft`` on level 1 (its default learning rate unless given), then the preset's GRPO from it; both
+    summaries (256 held-out problems)."""
     from rlopt.sft import SFTConfig, train_sft
 
+    rate = {} if sft_learning_rate is None else {"learning_rate": sft_learning_rate}
     sft = SFTConfig(
         total_steps=sft_steps,
-        learning_rate=3e-3,
+        **rate,
         seed=seed,
         logdir=str(tmp_path),
         run_name="sft",
@@ -87,5 +91,5 @@ def test_grpo_improves_a_weak_supervised_start(tmp_path: Path) -> None:
     """The README's level-1 weak-start comparison: 800 supervised steps leave seed 1's model right on about half the
     held-out problems (0.48, pass@4 0.64), so its samples disagree and GRPO's groups carry signal. The preset's GRPO,
     3M env steps from there, must add at least 0.05 (it measured 0.48 -> 0.59)."""
-    sft_summary, summary = _sft_then_grpo(tmp_path, seed=1, sft_steps=800, grpo_steps=3_000_000)
+    sft_summary, summary = _sft_then_grpo(tmp_path, seed=1, sft_steps=800, grpo_steps=3_000_000, sft_learning_rate=3e-3)
     assert summary["eval/success_rate"] >= sft_summary["eval/success_rate"] + 0.05, (sft_summary, summary)
