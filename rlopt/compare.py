@@ -556,7 +556,8 @@ def report_folders(runs_dir: str | Path) -> tuple[Path, Path]:
 def earlier_report_settings(folder: str | Path) -> dict[str, Any]:
     """The :data:`REPORT_SETTINGS` recorded in the summary.json of the report already in ``folder``, so that
     re-making it changes only what the user asks for (a comparison run with ``--score eval/success_rate`` stays
-    ranked by success). Settings missing, invalid, or with no report there are left out."""
+    ranked by success). A report from before summary.json recorded its score gets the score its table's means were
+    taken of (:func:`_score_of_table`). Settings missing, invalid, or with no report there are left out."""
     path = Path(folder) / runs.SUMMARY_FILE
     try:
         payload = runs.read_json(path) if path.is_file() else None
@@ -570,9 +571,43 @@ def earlier_report_settings(folder: str | Path) -> dict[str, Any]:
         found["success_threshold"] = float(threshold)
     if payload.get("score") in SCORES:
         found["score"] = payload["score"]
+    else:  # a report from before summary.json recorded its score: the one its table's means were taken of
+        inferred = _score_of_table(payload)
+        if inferred is not None:
+            found["score"] = inferred
     if isinstance(payload.get("reference_algo"), str) and payload["reference_algo"]:
         found["reference_algo"] = payload["reference_algo"]
     return found
+
+
+def _score_of_table(payload: dict[str, Any]) -> str | None:
+    """The score a report's table was computed from, read back from its numbers: the one of :data:`SCORES` whose
+    mean over each row's finished runs (their summaries, recorded beside the table) is that row's ``mean``, in every
+    row with a finished run. None when no score, or more than one, fits (e.g. an empty table)."""
+    table, recorded = payload.get("table"), payload.get("runs")
+    if not isinstance(table, list) or not isinstance(recorded, list):
+        return None
+    fits = set(SCORES)
+    for row in table:
+        if not isinstance(row, dict) or not isinstance(row.get("mean"), (int, float)):
+            continue
+        summaries = [
+            run.get("summary") or {}
+            for run in recorded
+            if isinstance(run, dict)
+            and run.get("status") == "finished"
+            and run.get("algo") == row.get("algo")
+            and run.get("env_id") == row.get("env_id")
+        ]
+        if not summaries:  # a row whose runs all failed tells nothing
+            continue
+        for score in list(fits):
+            values = [summary.get(score) for summary in summaries]
+            if not values or not all(isinstance(value, (int, float)) for value in values):
+                fits.discard(score)
+            elif not math.isclose(sum(values) / len(values), float(row["mean"]), rel_tol=1e-6, abs_tol=1e-9):
+                fits.discard(score)
+    return fits.pop() if len(fits) == 1 else None
 
 
 def _no_runs_message(tb_dir: Path) -> str:
@@ -606,7 +641,7 @@ def report_main(args: argparse.Namespace) -> int:
         if given is not None:
             settings[name], origins[name] = given, "given"
         elif name in earlier:
-            settings[name], origins[name] = earlier[name], f"as in {folder / runs.SUMMARY_FILE}"
+            settings[name], origins[name] = earlier[name], f"from {folder / runs.SUMMARY_FILE}"
         else:
             settings[name], origins[name] = _default(name), "compare's default"
             if earlier:  # a report from before summary.json recorded this setting

@@ -100,7 +100,7 @@ def test_report_replaces_the_comparison_report_with_the_new_threshold(comparison
     assert not (comparison / "tb" / "report.md").exists()  # a tb/ folder's report goes where compare wrote it
     printed = capsys.readouterr().out
     assert "success threshold: 0.5 (given)" in printed
-    assert f"reference algo: ppo (as in {comparison / 'summary.json'})" in printed
+    assert f"reference algo: ppo (from {comparison / 'summary.json'})" in printed
     assert "steps to threshold" in printed and "500 (2/2 seeds) [400, 600]" in printed  # compare's table
     assert f"report: {report}" in printed
 
@@ -157,6 +157,23 @@ def test_earlier_report_settings(tmp_path: Path):
     }
     (tmp_path / "summary.json").write_text("{cut short")
     assert earlier_report_settings(tmp_path) == {}
+
+
+def test_an_older_report_without_its_score_gets_it_back_from_its_table(tmp_path: Path):
+    def run(algo: str, reward: float, success: float, status: str = "finished") -> dict:
+        summary = {"eval/mean_reward": reward, "eval/success_rate": success}
+        return {"algo": algo, "env_id": "E", "status": status, "summary": summary}
+
+    recorded = [run("grpo", 0.6, 0.5), run("grpo", 0.8, 0.7), run("ppo", 0.2, 0.1), run("ppo", 9.0, 9.0, "failed")]
+    table = [{"algo": "grpo", "env_id": "E", "mean": 0.6}, {"algo": "ppo", "env_id": "E", "mean": 0.1}]
+    runs.write_json_atomic(tmp_path / "summary.json", {"table": table, "runs": recorded, "reference_algo": "ppo"})
+    assert earlier_report_settings(tmp_path) == {"score": "eval/success_rate", "reference_algo": "ppo"}
+    table[1]["mean"] = 0.2  # grpo's row says success, ppo's says reward: neither fits every row
+    runs.write_json_atomic(tmp_path / "summary.json", {"table": table, "runs": recorded})
+    assert earlier_report_settings(tmp_path) == {}
+    table[0]["mean"] = 0.7  # now reward fits both rows
+    runs.write_json_atomic(tmp_path / "summary.json", {"table": table, "runs": recorded})
+    assert earlier_report_settings(tmp_path) == {"score": "eval/mean_reward"}
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
