@@ -249,15 +249,25 @@ def test_shared_prompt_scoring_equals_the_plain_forward(
         monkeypatch.setattr(transformer_module, "GROUP_ROW_MAX_SLOTS", 0)
     if layout == "uneven":  # a group one episode short (and prompts still shared)
         prompts, actions, mask = prompts[1:], actions[1:], mask[1:]
-    calls = []
-    extend = policy.transformer.extend
+    calls, sdpa_calls, extend_sdpa_calls = [], [], []
+    extend, sdpa = policy.transformer.extend, transformer_module.F.scaled_dot_product_attention
 
     def spy(tokens, positions, attention_layout, past_keys, past_values):
         calls.append((tokens.shape, attention_layout.shape, past_keys[0].shape[0]))
-        return extend(tokens, positions, attention_layout, past_keys, past_values)
+        before = len(sdpa_calls)
+        result = extend(tokens, positions, attention_layout, past_keys, past_values)
+        extend_sdpa_calls.append(len(sdpa_calls) - before)
+        return result
+
+    def counting_sdpa(*args, **kwargs):
+        sdpa_calls.append(1)
+        return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(policy.transformer, "extend", spy)
+    monkeypatch.setattr(transformer_module.F, "scaled_dot_product_attention", counting_sdpa)
     shared = score_and_grad(policy, prompts, actions, mask)
+    # the path asked for is the one taken: no SDPA in the episodes' layers on the matmul path, one per layer else
+    assert extend_sdpa_calls == [0 if attention == "matmul" else policy.config.num_layers]
     # packed: an episode of g generated tokens runs g - 1 of them after its shared prompt
     packed = (int((mask.sum(dim=1) - 1).sum()),)
     groups, count, width = len(PROMPT_LENGTHS), len(prompts), actions.shape[1] - 1
