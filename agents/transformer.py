@@ -26,6 +26,11 @@ Where this departs from GPT-2:
    log-probability stays finite and differentiable). Greedy decoding is the argmax of the raw logits.
 3. With ``num_experts > 0`` every feed-forward block is a :class:`agents.moe.MoEFeedForward`, routed over the real
    (non-PAD) tokens only; the auxiliary loss and expert load are averaged over layers.
+4. ``set_precision("bf16")`` computes in bfloat16 mixed precision (``torch.autocast``): the matrix products, the
+   attention and the KV cache in bf16, while the weights (and so their gradients and the optimizer's state), the
+   residual stream, the LayerNorms, the log-probabilities and everything returned stay fp32. On a CPU with
+   AVX512-BF16 or AMX a bf16 matrix product runs about twice as fast; bf16 keeps fp32's exponent range, so no loss
+   scaling is needed (Kalamkar et al. 2019, arXiv:1905.12322).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from agents.policy import PolicySpec, _add_batch_axis, _is_single
 
 __all__ = [
     "PAD",
+    "PRECISIONS",
     "KVCache",
     "TokenTransformer",
     "TransformerConfig",
@@ -58,6 +64,13 @@ __all__ = [
 
 #: the padding token: it fills observation buffers after the last real token
 PAD = 0
+#: what :meth:`TransformerPolicy.set_precision` accepts: fp32, or bf16 mixed precision (autocast; fp32 weights)
+PRECISIONS = ("fp32", "bf16")
+#: at bf16 on a CPU, the rows of a decoding step and the packed tokens of an update are padded up to a multiple of
+#: this many: oneDNN, which runs bf16 matrix products there, builds a kernel for every new shape (about 0.8 ms for
+#: a 1296 x 128 x 512 product on the 2-core AMD EPYC, more than the product takes), and GRPO's ragged batches would
+#: make a new shape almost every step: a run slowed down as it went, from 0.08 to 0.15 s a benchmark step
+BF16_CPU_ROW_MULTIPLE = 32
 #: decoding on a CPU attends with plain broadcasts instead of SDPA while the cached past is at most this many
 #: positions
 DECODE_ELEMENTWISE_MAX_WIDTH = 16
@@ -376,6 +389,7 @@ def sampling_log_probs(
     tokens outside it get ``-inf``. ``keep`` ``(...)`` names one token per row that stays in the support anyway
     (an action being evaluated), so its log-probability is finite.
     """
+    logits = logits.float()  # fp32 whatever the precision the logits were computed in (a no-op on fp32)
     scaled = logits / temperature if temperature != 1.0 else logits
     if top_p < 1.0:
         with torch.no_grad():
@@ -484,7 +498,7 @@ class CausalSelfAttention(nn.Module):
         cache_rows = torch.arange(num_rows, device=x.device) if rows is None else rows
         # key and value of row r at position p are row r * C + p of the flattened cache: one copy each
         entries.view(num_rows * capacity, 2 * model_dim).index_copy_(
-            0, cache_rows * capacity + positions, qkv[:, model_dim:]
+            0, cache_rows * capacity + positions, qkv[:, model_dim:].to(entries.dtype)
         )
         # every row in order: a view, no gather; else index_select copies the rows' (W, 2, H, D / H) blocks
         past = entries[:, :width] if rows is None else entries[:, :width].index_select(0, rows)
@@ -601,11 +615,11 @@ class TokenTransformer(nn.Module):
             if name.endswith("proj.weight"):  # the residual branches' last layers (GPT-2)
                 nn.init.normal_(parameter, std=INIT_STD / math.sqrt(2 * config.num_layers))
 
-    def empty_cache(self, num_rows: int, device: torch.device | str) -> KVCache:
+    def empty_cache(self, num_rows: int, device: torch.device | str, dtype: torch.dtype | None = None) -> KVCache:
         """A zeroed :class:`KVCache` for ``num_rows`` sequences of up to ``context_length`` positions (it starts
-        with room for :data:`CACHE_START_POSITIONS` and grows as needed)."""
+        with room for :data:`CACHE_START_POSITIONS` and grows as needed), in ``dtype`` (default: the weights')."""
         config = self.config
-        dtype = self.token_embedding.weight.dtype
+        dtype = dtype or self.token_embedding.weight.dtype
         capacity = min(config.context_length, CACHE_START_POSITIONS)
         shape = (num_rows, capacity, 2, config.num_heads, config.head_dim)
         return KVCache(
@@ -790,6 +804,20 @@ def _init_weights(module: nn.Module) -> None:
 # --- the policy ---------------------------------------------------------------------------------------------------
 
 
+def _in_precision(method: Any) -> Any:
+    """Run a :class:`TransformerPolicy` method under the policy's precision: bf16 autocast on its device, or as is
+    (fp32). Autocast casts at the matrix products; the methods return fp32."""
+
+    @functools.wraps(method)
+    def wrapped(self: TransformerPolicy, *args: Any, **kwargs: Any) -> Any:
+        if self.precision == "fp32":
+            return method(self, *args, **kwargs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class TransformerPolicy(nn.Module):
     """Causal transformer policy over token observations (``PolicySpec(architecture="transformer")``).
 
@@ -811,9 +839,12 @@ class TransformerPolicy(nn.Module):
         cuda_graphs: opt-in, on the class or an instance: on CUDA, ``act_with_state`` then replays a CUDA graph
             for each decoding step of a dense policy (see ``_DecodeGraph``). Off by default until it has run on a
             GPU: it is tested on a CPU through the graph's logic, and the capture itself by a ``gpu`` test.
+        precision: "fp32" (default) or "bf16" mixed precision; change it with :meth:`set_precision`. A run-time
+            choice, not part of the architecture: checkpoints do not record it.
     """
 
     cuda_graphs: bool = False
+    precision: str = "fp32"
 
     def __init__(self, spec: PolicySpec, observation_space: spaces.Space, action_space: spaces.Space) -> None:
         super().__init__()
@@ -875,6 +906,28 @@ class TransformerPolicy(nn.Module):
     def device(self) -> torch.device:
         return self.policy_head.weight.device
 
+    def set_precision(self, precision: str) -> TransformerPolicy:
+        """Compute in ``precision`` from now on (see :data:`PRECISIONS`; call it after moving the policy to its
+        device). ``"bf16"``: bfloat16 autocast for every forward (rollouts, updates, evaluation), bf16 KV caches
+        from :meth:`initial_state`, fp32 weights and outputs. Returns the policy.
+
+        Raises:
+            ValueError: an unknown precision, or bf16 on a device without bf16 autocast (a GPU before Ampere, MPS).
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not accepted; choose one of {', '.join(PRECISIONS)}")
+        if precision == "bf16":
+            kind = self.device.type
+            if kind not in ("cpu", "cuda"):
+                raise ValueError(f"precision='bf16' runs on a CPU or a CUDA GPU, not on {kind}; use precision='fp32'")
+            if kind == "cuda" and not torch.cuda.is_bf16_supported():
+                raise ValueError(
+                    f"{torch.cuda.get_device_name(self.device)} has no bfloat16 support (it needs compute capability "
+                    ">= 8.0); use precision='fp32'"
+                )
+        self.precision = precision
+        return self
+
     def _tokens(self, observation: Tensor) -> tuple[Tensor, Tensor]:
         """Checked ``(B, L)`` long tokens and their lengths ``(B,)``."""
         if not isinstance(observation, Tensor) or observation.dim() != 2:
@@ -897,6 +950,7 @@ class TransformerPolicy(nn.Module):
 
     def _choose(self, logits: Tensor, deterministic: bool) -> tuple[Tensor, Tensor]:
         """Actions ``(B,)`` (argmax, or a sample of the tempered nucleus) and their log-probabilities ``(B,)``."""
+        logits = logits.float()  # bf16 logits tie more often under argmax; sampling works on fp32 log-probabilities
         log_probs = self._log_probs(logits)
         if deterministic:
             actions = logits.argmax(dim=-1)
@@ -917,11 +971,12 @@ class TransformerPolicy(nn.Module):
 
     # --- stateless: one observation per row, full forward ---
 
+    @_in_precision
     def logits(self, observation: Tensor) -> Tensor:
         """Raw next-token logits ``(B, A)`` for token observations ``(B, L)``."""
         tokens, lengths = self._tokens(observation)
         hidden, _ = self._last_hidden(self.transformer, tokens, lengths)
-        return self.policy_head(hidden)
+        return self.policy_head(hidden).float()
 
     def act(self, observation: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """Next token for each observation ``(B, L)``: sampled with temperature / top-p, or greedy (argmax).
@@ -931,6 +986,7 @@ class TransformerPolicy(nn.Module):
         """
         return self._choose(self.logits(observation), deterministic)
 
+    @_in_precision
     def evaluate_actions(self, observation: Tensor, actions: Tensor | np.ndarray) -> dict[str, Tensor]:
         """Log-probabilities and entropies of given next tokens, plus value and MoE terms (full forward).
 
@@ -967,8 +1023,9 @@ class TransformerPolicy(nn.Module):
             )
         else:
             hidden = self._last_hidden(self.critic, tokens, lengths)[0]
-        return self.value_head(hidden).squeeze(-1)
+        return self.value_head(hidden).squeeze(-1).float()
 
+    @_in_precision
     def value(self, observation: Tensor) -> Tensor:
         """Critic estimate ``(B,)``.
 
@@ -983,9 +1040,10 @@ class TransformerPolicy(nn.Module):
     # --- incremental decoding with a KV cache ---
 
     def initial_state(self, num_envs: int, device: torch.device | str) -> KVCache:
-        """An empty KV cache for ``num_envs`` rollout rows."""
-        return self.transformer.empty_cache(num_envs, device)
+        """An empty KV cache for ``num_envs`` rollout rows (bf16 entries at bf16 precision)."""
+        return self.transformer.empty_cache(num_envs, device, torch.bfloat16 if self.precision == "bf16" else None)
 
+    @_in_precision
     def act_with_state(
         self, observation: Tensor, state: KVCache, indices: Tensor | np.ndarray, deterministic: bool = False
     ) -> tuple[Tensor, Tensor, KVCache]:
@@ -1015,11 +1073,13 @@ class TransformerPolicy(nn.Module):
         else:
             hidden = tokens.new_empty((tokens.shape[0], self.config.model_dim), dtype=self.policy_head.weight.dtype)
             step_rows, fill_rows = torch.nonzero(incremental).squeeze(1), torch.nonzero(~incremental).squeeze(1)
-            hidden[step_rows] = self._advance(tokens[step_rows], lengths[step_rows], state, rows[step_rows], False)
+            advanced = self._advance(tokens[step_rows], lengths[step_rows], state, rows[step_rows], False)
+            hidden[step_rows] = advanced[: step_rows.shape[0]]
             hidden[fill_rows] = self._prefill(tokens[fill_rows], lengths[fill_rows], state, rows[fill_rows])
         state.length[rows] = lengths
         actions, log_probs = self._choose(self.policy_head(hidden), deterministic)
-        return actions, log_probs, state
+        count = tokens.shape[0]  # _advance may have padded the rows (see _padded_count)
+        return actions[:count], log_probs[:count], state
 
     def _prefill(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor) -> Tensor:
         """Fill the cache rows ``rows`` from whole observations ``(R, L)``; returns their last hidden states.
@@ -1038,6 +1098,7 @@ class TransformerPolicy(nn.Module):
         state.reserve(width, self.config.context_length)
         for entries, keys, values in zip(state.entries, out.keys, out.values, strict=True):
             fresh = torch.stack((keys, values), dim=1).permute(0, 3, 1, 2, 4)  # (U, W, 2, H, D / H)
+            fresh = fresh.to(entries.dtype)  # no-op unless the cache predates a set_precision
             entries[:, :width].index_copy_(0, rows, fresh if inverse is None else fresh.index_select(0, inverse))
         return out.hidden if inverse is None else out.hidden[inverse]
 
@@ -1062,10 +1123,26 @@ class TransformerPolicy(nn.Module):
             raise ValueError(f"indices must be in [0, {state.num_rows}), got {rows.tolist()}")
         return rows, in_order
 
+    def _padded_count(self, count: int, limit: int) -> int:
+        """How many rows a batch of ``count`` rows is computed as: ``count``, or at bf16 on a CPU, ``count`` rounded
+        up to a multiple of :data:`BF16_CPU_ROW_MULTIPLE` (at most ``limit``)."""
+        if self.precision != "bf16" or self.device.type != "cpu":
+            return count
+        return min(limit, -(-count // BF16_CPU_ROW_MULTIPLE) * BF16_CPU_ROW_MULTIPLE)
+
     def _advance(self, tokens: Tensor, lengths: Tensor, state: KVCache, rows: Tensor, in_order: bool) -> Tensor:
+        """Hidden states ``(R', D)`` after feeding each row its newest token; ``R' >= R`` when the rows are padded
+        (:meth:`_padded_count`: extra copies of the first row, which write the same key and value to the same cache
+        slot as it does; the caller drops their outputs)."""
         positions = lengths - 1
         newest = tokens[torch.arange(tokens.shape[0], device=tokens.device), positions]
-        return self.transformer.step(newest, positions, state, None if in_order else rows, int(positions.max()) + 1)
+        width = int(positions.max()) + 1
+        if in_order:  # every cache row, a fixed count
+            return self.transformer.step(newest, positions, state, None, width)
+        extra = self._padded_count(rows.shape[0], state.num_rows) - rows.shape[0]
+        if extra > 0:
+            newest, positions, rows = (torch.cat((part, part[:1].expand(extra))) for part in (newest, positions, rows))
+        return self.transformer.step(newest, positions, state, rows, width)
 
     def _decode_graph(self, state: KVCache, deterministic: bool) -> _DecodeGraph | None:
         """The graph of a decoding step over ``state`` (made on first use), or None where decoding runs eagerly:
@@ -1095,6 +1172,7 @@ class TransformerPolicy(nn.Module):
 
     # --- whole episodes: one masked forward ---
 
+    @_in_precision
     def episode_logits(
         self, first_observations: Tensor, actions: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor, TransformerOutput]:
@@ -1115,7 +1193,7 @@ class TransformerPolicy(nn.Module):
         """
         episodes = self._episodes(first_observations, actions, mask)
         hidden, out = self._episode_states(episodes, through_final=False)
-        return self.policy_head(hidden), episodes.actions, out
+        return self.policy_head(hidden).float(), episodes.actions, out
 
     def _episodes(self, first_observations: Tensor, actions: Tensor, mask: Tensor) -> _Episodes:
         """Checked episodes: prompts, their lengths, long actions, bool mask, generated counts, total widths."""
@@ -1195,19 +1273,33 @@ class TransformerPolicy(nn.Module):
         # generated token t (t < g - 1) sits at position prompt_length + t and predicts token t + 1
         offsets = torch.arange(width, device=self.device)
         runs = generated[:, None] - 1 + through_final
-        index = torch.nonzero((offsets < runs).reshape(-1)).squeeze(1)  # (K,) slots m * S + t
+        running = (offsets < runs).reshape(-1)
+        index = torch.nonzero(running).squeeze(1)  # (K,) slots m * S + t
+        real = index.shape[0]
+        tokens = actions[:, :width].reshape(-1)[index]
+        positions = (prompt_lengths[:, None] + offsets).reshape(-1)[index]
+        extra = self._padded_count(real, count * width) - real
+        if extra > 0:
+            # padding tokens in unused slots: each sits after its episode's last real token, so no real token
+            # attends to it, and its output is dropped (PAD at a valid position keeps everything finite)
+            index = torch.cat((index, torch.nonzero(~running).squeeze(1)[:extra]))
+            tokens = torch.cat((tokens, tokens.new_full((extra,), PAD)))
+            positions = torch.cat((positions, positions.new_zeros(extra)))
         layout, past = _prompt_layout(index, inverse, unique, width)
         new_hidden = self.transformer.extend(
-            actions[:, :width].reshape(-1)[index],
-            (prompt_lengths[:, None] + offsets).reshape(-1)[index],
+            tokens,
+            positions,
             layout,
             [_past_rows(keys, past) for keys in prefix.keys],
             [_past_rows(values, past) for values in prefix.values],
         )
-        grid = new_hidden.new_zeros((count * width, new_hidden.shape[-1])).index_copy_(0, index, new_hidden)
+        grid = new_hidden.new_zeros((count * width, new_hidden.shape[-1])).index_copy_(
+            0, index[:real], new_hidden[:real]
+        )
         hidden = torch.cat((first[:, None], grid.view(count, width, -1)), dim=1)
         return hidden, TransformerOutput(hidden, prefix.aux_loss, None, None, None)
 
+    @_in_precision
     def evaluate_episodes(
         self, first_observations: Tensor, actions: Tensor, mask: Tensor, with_values: bool = False
     ) -> dict[str, Tensor]:
@@ -1248,7 +1340,7 @@ class TransformerPolicy(nn.Module):
             else:
                 sequence, _ = self._episode_sequence(episodes)
                 states = self._read_states(self.critic(sequence).hidden, episodes, steps + 1)
-            values = self.value_head(states).squeeze(-1)  # (M, T + 1): V(s_0) .. V(s_T)
+            values = self.value_head(states).squeeze(-1).float()  # (M, T + 1): V(s_0) .. V(s_T)
             result["value"] = torch.where(episodes.mask, values[:, :steps], 0.0)
             result["final_value"] = values.gather(1, episodes.generated[:, None]).squeeze(1)
         return result

@@ -145,10 +145,19 @@ class TransformerOptions:
     num_experts: int = option(0, "Mixture-of-Experts experts in the policy (0 = dense).")
     top_k: int = option(2, "Mixture-of-Experts experts per input.")
     aux_loss_coef: float = option(0.01, "Weight of the MoE load-balancing loss.")
+    precision: str = option(
+        "fp32",
+        "Compute precision of the transformer: fp32, or bf16 mixed precision (autocast: bf16 matrix products, "
+        "attention and KV cache; fp32 weights, optimizer state, log-probabilities and losses). bf16 needs a CPU "
+        "or a GPU with bfloat16 support, and is only faster where the hardware has fast bf16 (a CPU with "
+        "AVX512-BF16 or AMX, an Ampere or newer GPU).",
+        ("fp32", "bf16"),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[misc]  (RunConfig's, through the MRO)
         check_range("aux_loss_coef", self.aux_loss_coef, 0.0)
+        check_choice("precision", self.precision, ("fp32", "bf16"))
 
 
 @dataclass
@@ -171,6 +180,11 @@ class PolicyOptions(TransformerOptions):
             self.policy_spec(value_head=False)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if self.precision != "fp32" and self.architecture == "mlp":
+            raise ConfigError(
+                f"precision={self.precision!r} applies to the token transformer only; use architecture=transformer "
+                "(or an --init checkpoint of one), or precision=fp32 for the MLP"
+            )
 
     def policy_spec(self, value_head: bool, shared_trunk: bool = False) -> Any:
         """The :class:`agents.PolicySpec` these options describe."""

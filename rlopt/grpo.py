@@ -44,7 +44,7 @@ from rlopt.rollout import (
     distinct_observations,
     index_observations,
 )
-from rlopt.session import TrainingSession, build_policy, make_adam
+from rlopt.session import TrainingSession, build_policy, make_adam, use_precision
 from rlopt.vector import episode_step_limit, make_vector_env
 
 #: Start seeds for training are drawn below this bound (evaluation seeds lie above it).
@@ -195,7 +195,7 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     env = make_vector_env(config.env_id, config.batch_episodes, AutoresetMode.DISABLED, config.env_kwargs)
     max_steps = config.max_episode_steps or episode_step_limit(config.env_id, config.env_kwargs)
     policy, spec = _build_policy(config, env)
-    policy = policy.to(device)
+    policy = use_precision(policy.to(device), config.precision)
     optimizer = make_adam(policy.parameters(), config.learning_rate)
     restored = session.restore(policy, optimizer) if session.resume else {}
     curriculum = _make_curriculum(config, restored)

@@ -39,7 +39,7 @@ from rlopt.rollout import (
     concatenate_groups,
     index_observations,
 )
-from rlopt.session import TrainingSession, build_policy
+from rlopt.session import TrainingSession, build_policy, use_precision
 from rlopt.vector import episode_step_limit, make_vector_env
 
 #: Start seeds of training episodes are drawn below this bound (evaluation seeds lie above it, as for GRPO).
@@ -113,7 +113,7 @@ def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module
     policy, spec = build_policy(
         config, env.single_observation_space, env.single_action_space, value_head=True, shared_trunk=config.shared_trunk
     )
-    policy = policy.to(device)
+    policy = use_precision(policy.to(device), config.precision)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
     if session.resume:
         session.restore(policy, optimizer)

@@ -94,6 +94,26 @@ def build_policy(
     return policy, spec
 
 
+def use_precision(policy: Any, precision: str) -> Any:
+    """``policy`` (already on its device) set to compute in ``precision``, a config's ``precision`` field.
+
+    Raises:
+        ConfigError: bf16 for a policy that is not a token transformer (the MLP and grid networks are fp32 only:
+            they are too small for bf16 matrix products to pay), or on a device without bf16 support.
+    """
+    if not hasattr(policy, "set_precision"):
+        if precision == "fp32":
+            return policy
+        raise ConfigError(
+            f"precision={precision!r} applies to the token transformer only (architecture=transformer, or an --init "
+            f"checkpoint of one); this run's {type(policy).__name__} computes in fp32: use precision=fp32"
+        )
+    try:
+        return policy.set_precision(precision)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 class TrainingSession:
     """Run folder, logger, evaluator, checkpoints and progress bar of one training run."""
 

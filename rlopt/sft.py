@@ -38,7 +38,7 @@ from rlopt.cli import add_config_arguments
 from rlopt.config import ConfigError, RunConfig, TransformerOptions, check_choice, check_range, option
 from rlopt.math_eval import MATH_ENV_ID, math_metrics, samples_markdown, scalar_metrics
 from rlopt.runs import SUMMARY_FILE, write_json_atomic
-from rlopt.session import TrainingSession
+from rlopt.session import TrainingSession, use_precision
 from rlopt.vector import make_vector_env
 
 __all__ = ["SFTConfig", "add_sft_arguments", "gold_batch", "sft_main", "train_sft"]
@@ -217,6 +217,7 @@ def _train(config: SFTConfig, session: TrainingSession) -> tuple[torch.nn.Module
     env = make_vector_env(config.env_id, config.batch_size, AutoresetMode.DISABLED, config.env_kwargs)
     spec = config.policy_spec(env.single_observation_space.shape[0])
     policy = make_policy(spec, env.single_observation_space, env.single_action_space).to(device)
+    policy = use_precision(policy, config.precision)
     optimizer = _optimizer(policy, config)
     hyperparameters = config.to_dict()
     session.start(policy, hyperparameters)

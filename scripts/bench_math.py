@@ -70,6 +70,8 @@ class BenchSpec:
     max_grad_norm: float = 0.5
     clip_coef: float = 0.2
     seed: int = 0
+    #: fp32 on both sides, or bf16 mixed precision on both (rlopt's ``precision="bf16"``, TRL's ``bf16=True``)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("level", "num_prompts", "group_size", "max_new_tokens", "num_layers", "num_heads", "model_dim"):
@@ -78,6 +80,8 @@ class BenchSpec:
                 raise ValueError(f"BenchSpec.{name}={value!r} must be a positive int")
         if self.group_size < 2:
             raise ValueError(f"BenchSpec.group_size={self.group_size} must be >= 2 (GRPO compares within a group)")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"BenchSpec.precision={self.precision!r} must be 'fp32' or 'bf16'")
         if self.model_dim % self.num_heads:
             raise ValueError(f"BenchSpec.model_dim={self.model_dim} must be a multiple of num_heads={self.num_heads}")
 
@@ -277,6 +281,7 @@ def rlopt_config(spec: BenchSpec, device: torch.device, logdir: str) -> Any:
         learning_rate=spec.learning_rate,
         max_grad_norm=spec.max_grad_norm,
         clip_coef=spec.clip_coef,
+        precision=spec.precision,
         seed=spec.seed,
         device=str(device),
         logdir=logdir,
@@ -583,8 +588,9 @@ def bench_trl(spec: BenchSpec, warmup: int, steps: int, device: torch.device) ->
             lr_scheduler_type="constant",
             max_grad_norm=spec.max_grad_norm,
             max_steps=total,
-            # fp32 and no activation recomputation, like rlopt (TRL defaults to bf16 and gradient checkpointing)
-            bf16=False,
+            # the precision of the rlopt side (TRL defaults to bf16), and no activation recomputation, like rlopt
+            # (TRL defaults to gradient checkpointing)
+            bf16=spec.precision == "bf16",
             gradient_checkpointing=False,
             use_cpu=device.type == "cpu",
             seed=spec.seed,
@@ -657,6 +663,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of both runs (default: 0).")
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 on both sides (default), or bf16 mixed precision on both: rlopt's --precision bf16 and TRL's "
+        "bf16=True (TRL's default). Fast only where the hardware has fast bf16 (AVX512-BF16 or AMX; Ampere or newer).",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="cProfile rlopt's measured steps (first repeat; slows them) and print the top functions.",
@@ -727,7 +740,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
         device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    spec = BenchSpec(seed=args.seed)
+    spec = BenchSpec(seed=args.seed, precision=args.precision)
     command = shlex.join(["python", "scripts/bench_math.py", *(sys.argv[1:] if argv is None else argv)])
     versions = {"torch": torch.__version__}
     missing = trl_available() if args.side != "rlopt" else None
@@ -745,7 +758,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     print(f"command: {command}")
     print(
         f"{spec.num_prompts} prompts x {spec.group_size} samples/step, <= {spec.max_new_tokens} new tokens, "
-        f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, beta=0, one update per step; "
+        f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, {spec.precision}, beta=0, one "
+        "update per step; "
         f"{args.warmup} warm-up + {args.steps} measured steps per side; rlopt's update attends in rows of <= "
         f"{GROUP_ROW_MAX_SLOTS} slots{graphs}\n"
     )

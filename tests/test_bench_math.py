@@ -87,7 +87,7 @@ def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, caps
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)  # main's --threads must not leak out
     monkeypatch.setattr(bench, "trl_available", lambda: "TRL half skipped: trl not installed")
     full_size = bench.BenchSpec
-    monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
+    monkeypatch.setattr(bench, "BenchSpec", lambda **chosen: full_size(**chosen, **TINY))
     path = tmp_path / "bench.json"
     report = bench.main(
         ["--side", "both", "--warmup", "1", "--steps", "1", "--repeats", "1", "--phases", "1", "--json", str(path)]
@@ -101,12 +101,28 @@ def test_main_measures_rlopt_and_explains_a_missing_trl(bench, monkeypatch, caps
     assert json.loads(path.read_text())["results"]["rlopt"]["completions"] == [4]
 
 
+def test_precision_reaches_the_rlopt_side_and_the_report(bench, monkeypatch, capsys) -> None:
+    from rlopt import grpo
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
+    full_size = bench.BenchSpec
+    monkeypatch.setattr(bench, "BenchSpec", lambda **chosen: full_size(**chosen, **TINY))
+    chosen: list[str] = []
+    real = grpo.use_precision
+    monkeypatch.setattr(grpo, "use_precision", lambda policy, name: chosen.append(name) or real(policy, name))
+    report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--precision", "bf16"])
+    assert chosen == ["bf16"] and report["spec"]["precision"] == "bf16"
+    assert "16 wide, bf16, beta=0" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="precision='fp16' must be 'fp32' or 'bf16'"):
+        full_size(precision="fp16")
+
+
 def test_row_slots_set_the_update_layout_for_the_run_only(bench, monkeypatch, capsys) -> None:
     from agents import transformer
 
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
     full_size = bench.BenchSpec
-    monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
+    monkeypatch.setattr(bench, "BenchSpec", lambda **chosen: full_size(**chosen, **TINY))
     seen = []
     per_row = transformer._episodes_per_row
 
@@ -166,7 +182,7 @@ def test_cuda_graphs_turn_graphs_on_for_the_run_only(bench, monkeypatch, capsys)
         lambda *args, **kwargs: seen.append(TransformerPolicy.cuda_graphs) or real(*args, **kwargs),
     )
     full_size = bench.BenchSpec
-    monkeypatch.setattr(bench, "BenchSpec", lambda seed: full_size(seed=seed, **TINY))
+    monkeypatch.setattr(bench, "BenchSpec", lambda **chosen: full_size(**chosen, **TINY))
     report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--cuda-graphs"])
     assert seen == [True] and TransformerPolicy.cuda_graphs is False
     assert report["cuda_graphs"] is False  # graphs are for CUDA: never reported on off it
