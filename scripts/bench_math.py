@@ -16,6 +16,8 @@ Python while rlopt's env scores the batch at once.
 
     python scripts/bench_math.py                         # CPU, 1 torch thread, 3 x (3 warm-up + 10 measured steps)
     python scripts/bench_math.py --device cuda --steps 20
+    python scripts/bench_math.py --precision bf16        # bf16 mixed precision on both sides (TRL's default)
+    python scripts/bench_math.py --precision bf16 --trl-precision fp32   # each side at its fastest on a CPU
     python scripts/bench_math.py --side rlopt --profile  # cProfile of rlopt's measured steps
     python scripts/bench_math.py --side rlopt --torch-profile --device cuda  # ops and kernels, device-busy time
     python scripts/bench_math.py --side rlopt --phases 15  # also rollout / update forward / backward, 15 times each
@@ -72,6 +74,8 @@ class BenchSpec:
     seed: int = 0
     #: fp32 on both sides, or bf16 mixed precision on both (rlopt's ``precision="bf16"``, TRL's ``bf16=True``)
     precision: str = "fp32"
+    #: TRL's precision when it differs from rlopt's (None: the same), to compare each side at its fastest
+    trl_precision: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("level", "num_prompts", "group_size", "max_new_tokens", "num_layers", "num_heads", "model_dim"):
@@ -80,10 +84,24 @@ class BenchSpec:
                 raise ValueError(f"BenchSpec.{name}={value!r} must be a positive int")
         if self.group_size < 2:
             raise ValueError(f"BenchSpec.group_size={self.group_size} must be >= 2 (GRPO compares within a group)")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"BenchSpec.precision={self.precision!r} must be 'fp32' or 'bf16'")
+        for name in ("precision", "trl_precision"):
+            value = getattr(self, name)
+            if value not in ("fp32", "bf16") and (name == "precision" or value is not None):
+                raise ValueError(f"BenchSpec.{name}={value!r} must be 'fp32' or 'bf16'")
         if self.model_dim % self.num_heads:
             raise ValueError(f"BenchSpec.model_dim={self.model_dim} must be a multiple of num_heads={self.num_heads}")
+
+    @property
+    def trl_bf16(self) -> bool:
+        """Whether TRL trains with ``bf16=True``."""
+        return (self.trl_precision or self.precision) == "bf16"
+
+    @property
+    def precision_text(self) -> str:
+        """The precision of both sides, for the report's header."""
+        if self.trl_precision in (None, self.precision):
+            return self.precision
+        return f"rlopt {self.precision}, TRL {self.trl_precision}"
 
     @property
     def completions_per_step(self) -> int:
@@ -590,7 +608,7 @@ def bench_trl(spec: BenchSpec, warmup: int, steps: int, device: torch.device) ->
             max_steps=total,
             # the precision of the rlopt side (TRL defaults to bf16), and no activation recomputation, like rlopt
             # (TRL defaults to gradient checkpointing)
-            bf16=spec.precision == "bf16",
+            bf16=spec.trl_bf16,
             gradient_checkpointing=False,
             use_cpu=device.type == "cpu",
             seed=spec.seed,
@@ -670,6 +688,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bf16=True (TRL's default). Fast only where the hardware has fast bf16 (AVX512-BF16 or AMX; Ampere or newer).",
     )
     parser.add_argument(
+        "--trl-precision",
+        choices=("fp32", "bf16"),
+        help="TRL's precision, when it should differ from --precision: each side at its fastest setting (on the "
+        "2-core AMD EPYC: rlopt bf16, TRL fp32, which is slower in bf16 there).",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="cProfile rlopt's measured steps (first repeat; slows them) and print the top functions.",
@@ -740,7 +764,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
         device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    spec = BenchSpec(seed=args.seed, precision=args.precision)
+    spec = BenchSpec(seed=args.seed, precision=args.precision, trl_precision=args.trl_precision)
     command = shlex.join(["python", "scripts/bench_math.py", *(sys.argv[1:] if argv is None else argv)])
     versions = {"torch": torch.__version__}
     missing = trl_available() if args.side != "rlopt" else None
@@ -758,8 +782,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     print(f"command: {command}")
     print(
         f"{spec.num_prompts} prompts x {spec.group_size} samples/step, <= {spec.max_new_tokens} new tokens, "
-        f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, {spec.precision}, beta=0, one "
-        "update per step; "
+        f"{spec.num_layers} layers x {spec.num_heads} heads x {spec.model_dim} wide, {spec.precision_text}, beta=0, "
+        "one update per step; "
         f"{args.warmup} warm-up + {args.steps} measured steps per side; rlopt's update attends in rows of <= "
         f"{GROUP_ROW_MAX_SLOTS} slots{graphs}\n"
     )

@@ -3,8 +3,9 @@
 # (such as a lent H100 or H200): the transformer's `gpu` tests, then bench_math on CUDA, rlopt against TRL.
 #
 #   scripts/gpu_check.sh [OUTDIR]        run the checks; logs and bench_math's JSON go to OUTDIR (default gpu-check):
-#                                        the gpu tests, rlopt vs TRL, rlopt's phases and a torch.profiler record,
-#                                        and rlopt with CUDA graphs of its decoding steps (opt-in)
+#                                        the gpu tests, rlopt vs TRL (fp32, bf16, rlopt bf16 vs TRL fp32), rlopt's
+#                                        phases and a torch.profiler record, and rlopt with CUDA graphs of its
+#                                        decoding steps (opt-in)
 #   scripts/gpu_check.sh --fetch-wheels  on a machine with PyPI: download what such a machine lacks into .whl/
 #
 # rlopt runs from this checkout, without an install. Packages the GPU machine lacks (gymnasium, and TRL with what it
@@ -59,8 +60,14 @@ check() { # check NAME COMMAND...: run COMMAND, its output shown and kept in OUT
   shift
   "$@" 2>&1 | tee "$out/$name.txt" || failed+=("$name")
 }
-check pytest-gpu "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/agents/test_transformer.py
+check pytest-gpu "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/agents/test_transformer.py \
+  tests/agents/test_transformer_precision.py
 check bench_math "$PYTHON" scripts/bench_math.py --device "$device" --steps 20 --repeats 3 --json "$out/bench_math.json"
+# bf16 mixed precision on both sides (TRL's default), then rlopt bf16 against TRL fp32
+check bench_math-bf16 "$PYTHON" scripts/bench_math.py --device "$device" --steps 20 --repeats 3 --precision bf16 \
+  --json "$out/bench_math-bf16.json"
+check bench_math-bf16-fp32 "$PYTHON" scripts/bench_math.py --device "$device" --steps 20 --repeats 3 \
+  --precision bf16 --trl-precision fp32 --json "$out/bench_math-bf16-fp32.json"
 # where rlopt's step goes on this device: its phases apart, and a torch.profiler record of its measured steps
 check rlopt-detail "$PYTHON" scripts/bench_math.py --device "$device" --side rlopt --steps 20 --repeats 1 \
   --phases 15 --torch-profile --json "$out/rlopt-detail.json"

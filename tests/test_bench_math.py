@@ -113,8 +113,14 @@ def test_precision_reaches_the_rlopt_side_and_the_report(bench, monkeypatch, cap
     report = bench.main(["--side", "rlopt", "--warmup", "1", "--steps", "1", "--repeats", "1", "--precision", "bf16"])
     assert chosen == ["bf16"] and report["spec"]["precision"] == "bf16"
     assert "16 wide, bf16, beta=0" in capsys.readouterr().out
+    assert full_size(precision="bf16").trl_bf16 and not full_size().trl_bf16
+    mixed = full_size(precision="bf16", trl_precision="fp32")
+    assert not mixed.trl_bf16 and mixed.precision_text == "rlopt bf16, TRL fp32"
+    assert full_size(trl_precision="fp32").precision_text == "fp32"
     with pytest.raises(ValueError, match="precision='fp16' must be 'fp32' or 'bf16'"):
         full_size(precision="fp16")
+    with pytest.raises(ValueError, match="trl_precision='half' must be 'fp32' or 'bf16'"):
+        full_size(trl_precision="half")
 
 
 def test_row_slots_set_the_update_layout_for_the_run_only(bench, monkeypatch, capsys) -> None:

@@ -51,6 +51,28 @@ def test_bf16_computes_the_products_in_bf16_and_keeps_weights_cache_and_outputs_
         assert parameter.grad.dtype == torch.float32 and torch.isfinite(parameter.grad).all(), name
 
 
+def test_bf16_sdpa_runs_in_fp32_on_a_cpu(monkeypatch) -> None:
+    # the CPU's bf16 SDPA kernel is slow (its backward was most of a bf16 SFT step), so bf16 queries go in as fp32
+    policy = bf16()
+    seen: list[torch.dtype] = []
+    sdpa = transformer_module.F.scaled_dot_product_attention
+
+    def spy(query, key, value, **options):
+        out = sdpa(query, key, value, **options)
+        seen.extend((query.dtype, out.dtype))  # under autocast, fp32 inputs would still give a bf16 result
+        return out
+
+    monkeypatch.setattr(transformer_module.F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(transformer_module, "DECODE_ELEMENTWISE_MAX_WIDTH", 0)  # decoding through SDPA too
+    prompts = ragged_prompts()
+    torch.manual_seed(2)
+    actions, log_probs, mask, _ = roll_out(policy, prompts, steps=4)
+    logits, _, _ = policy.episode_logits(prompts, actions, mask)  # distinct prompts: the full causal forward
+    logits.square().mean().backward()
+    assert len(seen) > 2 * policy.config.num_layers and set(seen) == {torch.float32}
+    assert logits.dtype == torch.float32 and torch.isfinite(policy.policy_head.weight.grad).all()
+
+
 @pytest.mark.parametrize("model_dim", [16, 64])
 def test_bf16_decoding_agrees_with_scoring_and_with_fp32(model_dim: int) -> None:
     policy, reference = bf16(model_dim=model_dim), tiny(model_dim=model_dim)
@@ -145,3 +167,27 @@ def test_set_precision_rejects_what_it_cannot_run(monkeypatch) -> None:
     with pytest.raises(ValueError, match="Tesla T4 has no bfloat16 support"):
         policy.set_precision("bf16")
     assert policy.precision == "fp32", "a refused value leaves the policy as it was"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not torch.cuda.is_bf16_supported(), reason="needs a CUDA GPU with bf16"
+)
+def test_cuda_bf16_scores_and_decodes_like_the_cpu() -> None:
+    policy = tiny()
+    prompts = ragged_prompts()
+    torch.manual_seed(4)
+    actions, log_probs, mask, _ = roll_out(policy, prompts, steps=8)
+    grouped = grouped_episodes()
+    exact = score_and_grad(policy, *grouped)
+    on_gpu = policy.to("cuda").set_precision("bf16")
+    with torch.no_grad():
+        scored = on_gpu.evaluate_episodes(prompts.cuda(), actions.cuda(), mask.cuda())["log_prob"]
+        state = on_gpu.initial_state(5, "cuda")
+        greedy, greedy_log_probs, _ = on_gpu.act_with_state(prompts.cuda(), state, torch.arange(5).cuda(), True)
+    assert state.entries[0].dtype == torch.bfloat16 and greedy_log_probs.dtype == torch.float32
+    torch.testing.assert_close(scored.cpu(), torch.where(mask, log_probs, 0.0), atol=BF16_LOG_PROB_ATOL, rtol=0)
+    half = score_and_grad(on_gpu, *(part.cuda() for part in grouped))
+    torch.testing.assert_close(half[0].cpu(), exact[0], atol=BF16_LOG_PROB_ATOL, rtol=0)
+    for name, gradient in exact[2].items():
+        assert float((half[2][name].cpu() - gradient).norm() / gradient.norm()) < 0.05, name
