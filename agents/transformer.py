@@ -68,7 +68,7 @@ PAD = 0
 PRECISIONS = ("fp32", "bf16")
 #: at bf16 on a CPU, the rows of a decoding step and the packed tokens of an update are padded up to a multiple of
 #: this many: oneDNN, which runs bf16 matrix products there, builds a kernel for every new shape (about 0.8 ms for
-#: a 1296 x 128 x 512 product on the 2-core AMD EPYC, more than the product takes), and GRPO's ragged batches would
+#: a 1296 x 128 x 512 product on the 2-core AMD EPYC, about as long as the product), and GRPO's ragged batches would
 #: make a new shape almost every step: a run slowed down as it went, from 0.08 to 0.15 s a benchmark step
 BF16_CPU_ROW_MULTIPLE = 32
 #: decoding on a CPU attends with plain broadcasts instead of SDPA while the cached past is at most this many
@@ -815,6 +815,16 @@ def _init_weights(module: nn.Module) -> None:
 # --- the policy ---------------------------------------------------------------------------------------------------
 
 
+class _HeadLinear(nn.Linear):
+    """A policy or value head: a linear layer that stays fp32 under autocast. Its outputs are what the losses read
+    (logits, values), and bf16 logits would put about 0.01 of rounding into every log-probability; the head is
+    ``D x A`` (128 x 24 for math), so fp32 costs nothing measurable."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def _in_precision(method: Any) -> Any:
     """Run a :class:`TransformerPolicy` method under the policy's precision: bf16 autocast on its device, or as is
     (fp32). Autocast casts at the matrix products; the methods return fp32."""
@@ -893,7 +903,7 @@ class TransformerPolicy(nn.Module):
             top_k=spec.top_k,
         )
         self.transformer = TokenTransformer(self.config)
-        self.policy_head = nn.Linear(spec.model_dim, int(action_space.n))
+        self.policy_head = _HeadLinear(spec.model_dim, int(action_space.n))
         _init_weights(self.policy_head)
         if self.has_value and not spec.shared_trunk:
             # a separate critic is dense, as in ActorCritic: MoE is a policy-side choice
@@ -907,7 +917,7 @@ class TransformerPolicy(nn.Module):
                 )
             )
         if self.has_value:
-            self.value_head = nn.Linear(spec.model_dim, 1)
+            self.value_head = _HeadLinear(spec.model_dim, 1)
             nn.init.normal_(self.value_head.weight, std=INIT_STD)
             nn.init.zeros_(self.value_head.bias)
 
@@ -961,7 +971,7 @@ class TransformerPolicy(nn.Module):
 
     def _choose(self, logits: Tensor, deterministic: bool) -> tuple[Tensor, Tensor]:
         """Actions ``(B,)`` (argmax, or a sample of the tempered nucleus) and their log-probabilities ``(B,)``."""
-        logits = logits.float()  # bf16 logits tie more often under argmax; sampling works on fp32 log-probabilities
+        logits = logits.float()  # a no-op from the fp32 head; kept so that any logits sample in fp32
         log_probs = self._log_probs(logits)
         if deterministic:
             actions = logits.argmax(dim=-1)
