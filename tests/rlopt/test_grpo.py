@@ -236,6 +236,13 @@ def test_grid_and_math_presets_skip_dead_groups_unless_an_option_reads_every_epi
     assert api.make_config("grpo", EMPTY, ent_coef=0.0).skip_zero_advantage
 
 
+def test_grid_and_math_presets_decay_the_learning_rate_unless_told_otherwise() -> None:
+    for env_id in ("rlopt/GridGame-DoorKey-5x5-v0", "rlopt/MathReasoning-v0"):
+        assert api.make_config("grpo", env_id).lr_schedule == "linear"
+        assert api.make_config("grpo", env_id, lr_schedule="constant").lr_schedule == "constant"
+    assert api.make_config("grpo", "rlopt/MathReasoning-v0", preset=False).lr_schedule == "constant"
+
+
 # --- learning, logging, checkpoints ---
 
 
