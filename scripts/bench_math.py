@@ -297,6 +297,7 @@ def rlopt_config(spec: BenchSpec, device: torch.device, logdir: str) -> Any:
         # leave nothing of the update to measure
         skip_zero_advantage=False,
         learning_rate=spec.learning_rate,
+        lr_schedule="constant",  # as the TRL side (the math preset decays its rate)
         max_grad_norm=spec.max_grad_norm,
         clip_coef=spec.clip_coef,
         precision=spec.precision,

@@ -42,6 +42,15 @@ def test_spec_rejects_bad_values(bench) -> None:
         bench.bench_rlopt(bench.BenchSpec(**TINY), warmup=0, steps=1, device=torch.device("cpu"))
 
 
+def test_rlopt_side_trains_as_the_trl_side_does(bench, tmp_path) -> None:
+    spec = bench.BenchSpec()
+    config = bench.rlopt_config(spec, torch.device("cpu"), str(tmp_path))
+    # TRL's side runs a constant rate with no KL and one update per batch; the math preset's decay must not leak in
+    assert config.lr_schedule == "constant" and config.learning_rate == spec.learning_rate
+    assert config.kl_coef == 0.0 and config.update_epochs == 1 and config.num_minibatches == 1
+    assert (config.num_prompts, config.group_size, config.max_episode_steps) == (32, 8, 8)
+
+
 def test_rlopt_side_times_each_step(bench) -> None:
     spec = bench.BenchSpec(**TINY)
     result = bench.bench_rlopt(spec, warmup=1, steps=2, device=torch.device("cpu"))
