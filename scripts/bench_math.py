@@ -237,12 +237,18 @@ def _step_times(stamps: list[tuple[float, float]], warmup: int) -> tuple[list[fl
     return deltas[:, 0].tolist(), deltas[:, 1].tolist()
 
 
+#: the matrix products whose FLOPs ``--torch-profile`` adds up
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
 def torch_profile_summary(profiler: Any, steps: int, device: torch.device, top: int = 25) -> dict[str, float]:
     """Print a ``torch.profiler`` record of ``steps`` measured steps: the top ops by own host (CPU) time and, on CUDA,
     by own device time. Returns per step: ``host_events_per_step``, the profiler's host-side events (torch ops, and on
-    CUDA the runtime calls such as kernel launches), and on CUDA ``device_activities_per_step`` (kernels and copies
-    run) and ``device_busy_ms_per_step`` (the time the device spent in them: next to the wall time of a step, this
-    says whether the step waits on the GPU or on the host).
+    CUDA the runtime calls such as kernel launches), ``matmul_gflop_per_step`` and ``matmul_host_ms_per_step`` (the
+    matrix products, ``aten::mm``, ``addmm`` and ``bmm``: their FLOPs as the profiler counts them and their own host
+    time, so on a CPU their GFLOP/s can be set against the core's peak), and on CUDA ``device_activities_per_step``
+    (kernels and copies run) and ``device_busy_ms_per_step`` (the time the device spent in them: next to the wall
+    time of a step, this says whether the step waits on the GPU or on the host).
     """
     from torch.autograd import DeviceType
 
@@ -251,11 +257,18 @@ def torch_profile_summary(profiler: Any, steps: int, device: torch.device, top: 
     print(averages.table(sort_by="self_cpu_time_total", row_limit=top))
     on_device = [event for event in events if event.device_type != DeviceType.CPU]
     summary = {"host_events_per_step": (len(events) - len(on_device)) / steps}
+    products = [entry for entry in averages if entry.key in MATMUL_OPS]
+    summary["matmul_gflop_per_step"] = sum(entry.flops for entry in products) / 1e9 / steps
+    summary["matmul_host_ms_per_step"] = sum(entry.self_cpu_time_total for entry in products) / 1e3 / steps
     if device.type != "cpu":
         print(f"--- by own device time ---\n{averages.table(sort_by='self_device_time_total', row_limit=top)}")
         summary["device_activities_per_step"] = len(on_device) / steps
         summary["device_busy_ms_per_step"] = sum(event.time_range.elapsed_us() for event in on_device) / 1e3 / steps
-    print("per step: " + ", ".join(f"{name} {value:.1f}" for name, value in summary.items()))
+    counts = {name: value for name, value in summary.items() if not name.startswith("matmul_")}
+    print("per step: " + ", ".join(f"{name} {value:.1f}" for name, value in counts.items()))
+    gflop, host_ms = summary["matmul_gflop_per_step"], summary["matmul_host_ms_per_step"]
+    rate = f" ({gflop / host_ms * 1e3:.1f} GFLOP/s)" if host_ms > 0 else ""
+    print(f"matrix products per step: {gflop:.3f} GFLOP in {host_ms:.1f} ms of their own host time{rate}")
     return summary
 
 
@@ -345,7 +358,7 @@ def bench_rlopt(
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        recorder = torch.profiler.profile(activities=activities)
+        recorder = torch.profiler.profile(activities=activities, with_flops=True)
 
     class TimedSession(TrainingSession):
         """Stops after ``total`` iterations; timestamps each iteration's end."""

@@ -73,9 +73,11 @@ def test_torch_profile_records_the_measured_steps(bench, capsys) -> None:
     out = capsys.readouterr().out
     assert "torch.profiler of the measured rlopt steps (2), by own host time" in out and "aten::" in out
     # a step runs a rollout and an update: far more than a handful of ops; CPU runs report no device activity
-    assert (
-        set(result.device_profile) == {"host_events_per_step"} and result.device_profile["host_events_per_step"] > 100
-    )
+    profile = result.device_profile
+    assert set(profile) == {"host_events_per_step", "matmul_gflop_per_step", "matmul_host_ms_per_step"}
+    assert profile["host_events_per_step"] > 100 and profile["matmul_host_ms_per_step"] > 0
+    # FLOPs are counted only when the profiler is asked to (with_flops): without it this is 0
+    assert profile["matmul_gflop_per_step"] > 0 and "matrix products per step:" in out and "GFLOP/s" in out
     assert result.merge(bench.bench_rlopt(bench.BenchSpec(**TINY), 1, 1, torch.device("cpu"))).device_profile == (
         result.device_profile
     )
