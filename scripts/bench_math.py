@@ -257,16 +257,14 @@ def torch_profile_summary(profiler: Any, steps: int, device: torch.device, top: 
     print(averages.table(sort_by="self_cpu_time_total", row_limit=top))
     on_device = [event for event in events if event.device_type != DeviceType.CPU]
     summary = {"host_events_per_step": (len(events) - len(on_device)) / steps}
-    products = [entry for entry in averages if entry.key in MATMUL_OPS]
-    summary["matmul_gflop_per_step"] = sum(entry.flops for entry in products) / 1e9 / steps
-    summary["matmul_host_ms_per_step"] = sum(entry.self_cpu_time_total for entry in products) / 1e3 / steps
     if device.type != "cpu":
         print(f"--- by own device time ---\n{averages.table(sort_by='self_device_time_total', row_limit=top)}")
         summary["device_activities_per_step"] = len(on_device) / steps
         summary["device_busy_ms_per_step"] = sum(event.time_range.elapsed_us() for event in on_device) / 1e3 / steps
-    counts = {name: value for name, value in summary.items() if not name.startswith("matmul_")}
-    print("per step: " + ", ".join(f"{name} {value:.1f}" for name, value in counts.items()))
-    gflop, host_ms = summary["matmul_gflop_per_step"], summary["matmul_host_ms_per_step"]
+    print("per step: " + ", ".join(f"{name} {value:.1f}" for name, value in summary.items()))
+    products = [entry for entry in averages if entry.key in MATMUL_OPS]
+    gflop = summary["matmul_gflop_per_step"] = sum(entry.flops for entry in products) / 1e9 / steps
+    host_ms = summary["matmul_host_ms_per_step"] = sum(entry.self_cpu_time_total for entry in products) / 1e3 / steps
     rate = f" ({gflop / host_ms * 1e3:.1f} GFLOP/s)" if host_ms > 0 else ""
     print(f"matrix products per step: {gflop:.3f} GFLOP in {host_ms:.1f} ms of their own host time{rate}")
     return summary

@@ -51,6 +51,21 @@ def test_rlopt_side_trains_as_the_trl_side_does(bench, tmp_path) -> None:
     assert (config.num_prompts, config.group_size, config.max_episode_steps) == (32, 8, 8)
 
 
+def test_torch_profile_summary_adds_up_the_matrix_products_flops(bench, capsys) -> None:
+    a, b, batch = torch.randn(8, 16), torch.randn(16, 4), torch.randn(3, 8, 16)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as profiler:
+        for _ in range(2):  # two "steps"
+            torch.mm(a, b)
+            torch.addmm(torch.zeros(4), a, b)
+            torch.bmm(batch, b.expand(3, 16, 4))
+            torch.relu(a)  # not a product: not counted
+    summary = bench.torch_profile_summary(profiler, steps=2, device=torch.device("cpu"))
+    # per step: mm and addmm 2 x 8 x 16 x 4 FLOPs each, bmm 3 times that
+    assert summary["matmul_gflop_per_step"] == pytest.approx(5 * 2 * 8 * 16 * 4 / 1e9)
+    assert summary["matmul_host_ms_per_step"] > 0
+    assert "matrix products per step: 0.000 GFLOP" in capsys.readouterr().out
+
+
 def test_rlopt_side_times_each_step(bench) -> None:
     spec = bench.BenchSpec(**TINY)
     result = bench.bench_rlopt(spec, warmup=1, steps=2, device=torch.device("cpu"))
