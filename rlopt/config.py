@@ -67,6 +67,11 @@ class RunConfig:
     device: str = option("auto", "Torch device: auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     eval_episodes: int = option(32, "Episodes (on held-out seeds) in each evaluation and in the final one.")
     eval_every: int = option(0, "Evaluate every this many env steps; 0 picks about ten evaluations per run.")
+    eval_on_start: bool = option(
+        False,
+        "Also evaluate before the first update, at env step 0 (as transformers' eval_on_start): the curves of a run "
+        "from --init then start at that model's score, and `rlopt report --success-gain` can measure from it.",
+    )
     checkpoint_every: int = option(0, "Save a checkpoint every this many env steps; 0 saves at each evaluation.")
     progress: bool = option(True, "Show a progress bar on stderr.")
     eval_media: bool = option(

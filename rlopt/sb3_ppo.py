@@ -360,6 +360,10 @@ class _RunCallback(BaseCallback):
         self.last_step: int | None = None
         self.last_result: dict[str, Any] = {}
 
+    def _on_training_start(self) -> None:
+        if self.config.eval_on_start and self.num_timesteps == 0:
+            self.run_evaluation()
+
     def _on_step(self) -> bool:
         self.progress.update(self.num_timesteps - self.progress.n)
         if self.num_timesteps >= self.next_evaluation:

@@ -130,7 +130,7 @@ class TrainingSession:
         self.elapsed_before = 0.0
         self.last_eval_step = 0
         self.last_checkpoint_step = 0
-        self.final_eval: EvalResult | None = None
+        self.last_eval_result: EvalResult | None = None  # of the evaluation at last_eval_step, in this process
         self.resume = resume
         if not resume:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,14 +163,20 @@ class TrainingSession:
         self.last_eval_step = self.last_checkpoint_step = self.env_steps
         return state.get("extra", {})
 
-    def start(self, policy: torch.nn.Module, hyperparameters: dict[str, Any]) -> None:
-        """Open the logger (dropping events logged after the checkpoint when resuming) and the progress bar."""
-        self.logger = RunLogger(self.run_dir, purge_step=self.env_steps if self.resume else None)
+    def start(self, policy: torch.nn.Module, hyperparameters: dict[str, Any], evaluate: bool = True) -> None:
+        """Open the logger (dropping events logged after the checkpoint when resuming) and the progress bar, and
+        evaluate at env step 0 where the config asks for it (``eval_on_start``; not again when resuming; not with
+        ``evaluate=False``, for a trainer that runs its own evaluation there)."""
+        # a resumed run drops the events logged after its checkpoint: those at steps above it (TensorBoard purges
+        # from purge_step on; the checkpoint's own step was logged, evaluation included, before it was saved)
+        self.logger = RunLogger(self.run_dir, purge_step=self.env_steps + 1 if self.resume else None)
         if not self.resume:
             self.logger.hyperparameters(
                 {**hyperparameters, "algo": self.algo, "num_parameters": count_parameters(policy)},
                 {"eval/mean_reward": 0.0, "eval/success_rate": 0.0},
             )
+        if evaluate and self.config.eval_on_start and not self.resume:
+            self.maybe_evaluate(policy, force=True)
         if self.config.progress:
             self.progress = tqdm(
                 total=self.config.total_steps,
@@ -215,6 +221,7 @@ class TrainingSession:
             return None
         self.last_eval_step = self.env_steps
         result = self.evaluator.evaluate(policy)
+        self.last_eval_result = result
         self.log(result.metrics())
         media = self.evaluator.showcase(policy) if self.config.eval_media else None
         if media is not None and self.logger is not None:
@@ -267,7 +274,9 @@ class TrainingSession:
     ) -> dict[str, Any]:
         """Final evaluation, last checkpoint (with the trainer's ``extra`` JSON state, as in
         :meth:`maybe_checkpoint`, so a resumed run continues from it), ``summary.json``; returns the summary."""
-        result = self.maybe_evaluate(policy, force=True)
+        result = self.last_eval_result if self.last_eval_step == self.env_steps else None
+        if result is None:  # not evaluated at this step yet (a periodic evaluation may just have been)
+            result = self.maybe_evaluate(policy, force=True)
         assert result is not None
         self.maybe_checkpoint(policy, optimizer, extra or {}, spec, force=True)
         elapsed = self.elapsed

@@ -54,6 +54,9 @@ class SFTConfig(TransformerOptions, RunConfig):
     env_id: str = option(MATH_ENV_ID, "Gymnasium id of a math reasoning environment (it provides gold completions).")
     total_steps: int = option(2000, "Optimizer steps, each on batch_size fresh gold completions (the x-axis here).")
     level: int = option(1, "Difficulty level (1-6) of the generated training and evaluation problems.")
+    eval_on_start: bool = option(
+        True, "Also evaluate before the first step: eval/initial_accuracy in summary.json, the curves' first point."
+    )
     problem_file: str | None = option(
         None,
         "A JSONL file of {question, answer} records to train and evaluate on "
@@ -220,8 +223,8 @@ def _train(config: SFTConfig, session: TrainingSession) -> tuple[torch.nn.Module
     policy = use_precision(policy, config.precision)
     optimizer = _optimizer(policy, config)
     hyperparameters = config.to_dict()
-    session.start(policy, hyperparameters)
-    initial_accuracy = _evaluate(config, session, policy, 0)["accuracy"]
+    session.start(policy, hyperparameters, evaluate=False)  # SFT's own evaluation (math metrics) follows
+    initial_accuracy = _evaluate(config, session, policy, 0)["accuracy"] if config.eval_on_start else None
     last_eval = 0
     tokens_seen = 0
     loss_value = float("nan")
@@ -312,6 +315,12 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, SFTConfig, skip=("env_id",))
 
 
+def _accuracy_text(summary: dict[str, Any]) -> str:
+    initial = summary["eval/initial_accuracy"]
+    before = "" if initial is None else f"{initial:.3f} -> "
+    return f"accuracy {before}{summary['eval/accuracy']:.3f}, "
+
+
 def sft_main(args: argparse.Namespace) -> int:
     """Run ``rlopt sft`` from parsed arguments; prints the result and the run folder. Returns the exit code."""
     config = SFTConfig.from_dict(vars(args))
@@ -321,7 +330,7 @@ def sft_main(args: argparse.Namespace) -> int:
     problems = config.problem_file or f"level {config.level}"
     print(
         f"sft on {summary['env_id']} {problems} (seed {summary['seed']}): "
-        f"accuracy {summary['eval/initial_accuracy']:.3f} -> {summary['eval/accuracy']:.3f}, "
+        + _accuracy_text(summary)
         + (f"{pass_key} {math_summary[pass_key]:.3f}, " if pass_key in math_summary else "")
         + f"format {math_summary['format_rate']:.3f}, final loss {summary['sft/final_loss']:.4f}, "
         f"{summary['env_steps']} steps in {summary['wall_clock_seconds']:.1f} s, "

@@ -104,12 +104,17 @@ def test_ppo_resume_and_shared_trunk(tmp_path: Path) -> None:
         run_name="r",
         progress=False,
         eval_episodes=2,
+        eval_every=256,
+        eval_on_start=True,
         shared_trunk=True,
     )
     policy, first = api.train(config)
     assert first["env_steps"] == 512
     _, second = api.resume(tmp_path / "r", total_steps=1024)
     assert second["env_steps"] == 1024
+    # evaluated before the first update, then every 256 steps; once at 512 although a periodic evaluation and the
+    # final one fell there, and not again at step 0 when resumed
+    assert [step for step, _ in _scalars(tmp_path / "r", "eval/mean_reward")] == [0, 256, 512, 768, 1024]
     assert torch.isfinite(torch.cat([p.flatten() for p in policy.parameters()])).all()
 
 

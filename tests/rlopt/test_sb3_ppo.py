@@ -175,7 +175,7 @@ def test_normalized_uint8_observations_are_stored_as_floats(tmp_path: Path, env_
 def cartpole_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("sb3")
     config = preset_config(
-        "CartPole-v1", total_steps=5000, eval_every=1000, eval_episodes=8, seed=1, progress=True,
+        "CartPole-v1", total_steps=5000, eval_every=1000, eval_episodes=8, seed=1, progress=True, eval_on_start=True,
         logdir=str(logdir), run_name="cartpole",
     )  # fmt: skip
     model, summary = train(config)
@@ -209,9 +209,10 @@ def test_cartpole_run_logs_sb3_tags_against_env_steps(cartpole_run):
     assert {"rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/approx_kl", "eval/mean_reward"} <= tags
     evaluation_steps = [event.step for event in accumulator.Scalars("eval/mean_reward")]
     assert evaluation_steps == sorted(set(evaluation_steps))
-    assert evaluation_steps[0] >= 1000  # no spurious point at step 0 from the hparams summary
+    # eval_on_start: one point at step 0 (the hparams summary there adds none), then every 1000 env steps, plus the
+    # final one at 5120
+    assert evaluation_steps == [0, 1000, 2000, 3000, 4000, 5000, 5120]
     assert evaluation_steps[-1] == summary["env_steps"]  # the final evaluation is on the curve
-    assert len(evaluation_steps) == 6  # every 1000 env steps, plus the final one at 5120
     final = accumulator.Scalars("eval/mean_reward")[-1].value
     assert final == pytest.approx(summary["eval/mean_reward"])
     # It learned: an untrained deterministic policy balances for about 10-30 steps; RL Zoo's settings pass 100

@@ -92,7 +92,8 @@ def test_sft_learns_level_one_and_its_checkpoint_continues_with_grpo(tmp_path: P
         group_size=4,
         num_minibatches=2,
         update_epochs=1,
-        eval_episodes=8,
+        eval_episodes=128,
+        eval_on_start=True,
         logdir=str(tmp_path),
         run_name="grpo",
         progress=False,
@@ -101,6 +102,10 @@ def test_sft_learns_level_one_and_its_checkpoint_continues_with_grpo(tmp_path: P
     grpo_policy, grpo_summary = grpo.train(continued)
     assert isinstance(grpo_policy, TransformerPolicy) and grpo_summary["finished"]
     assert np.isfinite(_scalars(tmp_path / "grpo", "train/loss")[0][1])
+    # its first evaluation, before any update, scores the SFT model on the same held-out problems as SFT's own
+    evaluations = _scalars(tmp_path / "grpo", "eval/success_rate")
+    assert evaluations[0] == (0, summary["eval/accuracy"])
+    assert [step for step, _ in evaluations] == [0, grpo_summary["env_steps"]]
 
 
 def test_sft_command_line_trains_on_a_problem_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,6 +142,7 @@ def test_sft_command_line_trains_on_a_problem_file(tmp_path: Path, capsys: pytes
             str(tmp_path),
             "--run-name",
             "cli",
+            "--no-eval-on-start",
             "--no-progress",
             "--device",
             "cpu",
@@ -145,6 +151,10 @@ def test_sft_command_line_trains_on_a_problem_file(tmp_path: Path, capsys: pytes
     assert sft_main(args) == 0
     output = capsys.readouterr().out
     assert "problems.jsonl" in output and "run folder" in output and "--init" in output
+    # --no-eval-on-start: no evaluation before the first step, so no "before -> after" accuracy
+    assert " accuracy " in output and "->" not in output
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["eval/initial_accuracy"] is None
+    assert [step for step, _ in _scalars(tmp_path / "cli", "eval/accuracy")] == [1, 2, 3]  # none at 0
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert saved["config"]["env_kwargs"] == {"problem_file": str(problems)}
     loaded, _ = policy_from_checkpoint(tmp_path / "cli")
