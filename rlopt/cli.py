@@ -264,7 +264,9 @@ def _cmd_report(argv: list[str]) -> int:
         epilog="examples:\n"
         "  rlopt compare --env CartPole-v1 --algos grpo,ppo --out runs/cmp   # trains, writes runs/cmp/report.md\n"
         "  rlopt report runs/cmp --success-threshold 0.5                     # replaces runs/cmp/report.md\n"
-        "  rlopt report runs/cmp --success-threshold 0.5 --out runs/cmp-0.5  # keeps it, writes a second report",
+        "  rlopt report runs/cmp --success-threshold 0.5 --out runs/cmp-0.5  # keeps it, writes a second report\n"
+        "  rlopt report runs/cmp --success-gain 0.05   # steps/updates until 0.05 above each run's step-0 score\n"
+        "                                              # (runs trained with eval_on_start)",
     )
     add_report_arguments(parser)
     return int(report_main(parser.parse_args(argv)) or 0)

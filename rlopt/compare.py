@@ -94,6 +94,11 @@ class CompareConfig:
     success_threshold: float = option(
         0.9, "Success rate that counts as solved in the steps/seconds-to-success columns."
     )
+    success_gain: float = option(
+        0.0,
+        "When above 0, the to-success columns measure each run from its own start instead of success_threshold: the "
+        "first evaluation at least this much above the run's step-0 evaluation (train with eval_on_start).",
+    )
     reference_algo: str = option("grpo", "Algorithm whose probability of improving on each other one is reported.")
     score: str = option(
         EVAL_REWARD,
@@ -124,6 +129,7 @@ class CompareConfig:
         check_range("jobs", self.jobs, 1)
         check_range("torch_threads", self.torch_threads, 0)
         check_range("success_threshold", self.success_threshold, 0, 1)
+        check_range("success_gain", self.success_gain, 0, 1)
         if self.score not in SCORES:
             raise ConfigError(f"score={self.score!r} is not accepted; choose from {', '.join(SCORES)}")
         if self.reference_algo not in ALGOS and self.reference_algo not in self.algos:
@@ -306,7 +312,9 @@ def run_compare(config: CompareConfig, train_fn: TrainFn | None = None) -> Path:
     records = load_runs(config.tb_dir, config.score)
     wanted = {job.run_name for job in pending + finished}
     records = [record for record in records if record.run_name in wanted]
-    report_path = write_report(records, config.out, config.success_threshold, config.reference_algo)
+    report_path = write_report(
+        records, config.out, config.success_threshold, config.reference_algo, success_gain=config.success_gain
+    )
     print_report_summary(report_path, config.tb_dir)
     return report_path
 
@@ -409,6 +417,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help=_help("success_threshold"),
     )
     parser.add_argument(
+        "--success-gain", type=float, default=_default("success_gain"), metavar="GAIN", help=_help("success_gain")
+    )
+    parser.add_argument(
         "--reference-algo", default=_default("reference_algo"), metavar="ALGO", help=_help("reference_algo")
     )
     parser.add_argument("--score", default=_default("score"), choices=SCORES, help=_help("score"))
@@ -462,6 +473,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         torch_threads=args.torch_threads,
         overrides=overrides,
         success_threshold=args.success_threshold,
+        success_gain=args.success_gain,
         reference_algo=args.reference_algo,
         score=args.score,
     )
@@ -479,7 +491,7 @@ def compare_main(args: argparse.Namespace, train_fn: TrainFn | None = None) -> i
 # --- rlopt report: the report again, from the runs on disk ---------------------------------------------------------
 
 #: the report settings ``rlopt report`` takes, each defaulting to the earlier report's value, else compare's default
-REPORT_SETTINGS = ("success_threshold", "score", "reference_algo")
+REPORT_SETTINGS = ("success_threshold", "success_gain", "score", "reference_algo")
 
 
 def _success_rate(text: str) -> float:
@@ -508,6 +520,14 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         default=None,
         metavar="RATE",
         help=f"{_help('success_threshold')} {earlier.format(_default('success_threshold'))}",
+    )
+    parser.add_argument(
+        "--success-gain",
+        type=_success_rate,
+        default=None,
+        metavar="GAIN",
+        help=f"{_help('success_gain')} {earlier.format(_default('success_gain'))}; a --success-threshold given "
+        "without it sets it to 0.",
     )
     parser.add_argument(
         "--score",
@@ -575,6 +595,9 @@ def earlier_report_settings(folder: str | Path) -> dict[str, Any]:
         inferred = _score_of_table(payload)
         if inferred is not None:
             found["score"] = inferred
+    gain = payload.get("success_gain")
+    if isinstance(gain, (int, float)) and not isinstance(gain, bool) and 0.0 <= gain <= 1.0:
+        found["success_gain"] = float(gain)
     if isinstance(payload.get("reference_algo"), str) and payload["reference_algo"]:
         found["reference_algo"] = payload["reference_algo"]
     return found
@@ -638,7 +661,10 @@ def report_main(args: argparse.Namespace) -> int:
     origins: dict[str, str] = {}
     for name in REPORT_SETTINGS:
         given = getattr(args, name)
-        if given is not None:
+        if name == "success_gain" and given is None and args.success_threshold is not None:
+            # an absolute threshold asked for: an earlier report's gain would leave it unused
+            settings[name], origins[name] = 0.0, "--success-threshold given"
+        elif given is not None:
             settings[name], origins[name] = given, "given"
         elif name in earlier:
             settings[name], origins[name] = earlier[name], f"from {folder / runs.SUMMARY_FILE}"
@@ -659,6 +685,8 @@ def report_main(args: argparse.Namespace) -> int:
     for name in REPORT_SETTINGS:
         print(f"  {name.replace('_', ' ')}: {settings[name]} ({origins[name]})")
     out = Path(args.out) if args.out is not None else folder
-    report_path = write_report(records, out, settings["success_threshold"], settings["reference_algo"])
+    report_path = write_report(
+        records, out, settings["success_threshold"], settings["reference_algo"], success_gain=settings["success_gain"]
+    )
     print_report_summary(report_path, tb_dir)
     return 0

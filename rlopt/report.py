@@ -209,13 +209,29 @@ def _success_curve(record: RunRecord) -> ScalarCurve | None:
     return None
 
 
-def _threshold_crossing(record: RunRecord, threshold: float) -> tuple[float, float, float] | None:
-    """(env steps, seconds since the run started, updates) at the first success-rate point >= threshold. Updates
-    are the ``train/loss`` points logged up to that env step (one per optimisation phase: a GRPO update, a PPO
-    rollout's epochs); infinite when the run logged none."""
+def start_success(record: RunRecord) -> float | None:
+    """The run's success rate at env step 0: its ``eval/success_rate`` there (``eval_on_start``), else None."""
+    curve = record.curves.get(SUCCESS_TAGS[0])
+    if curve is None or not curve.steps.size:
+        return None
+    at_start = np.flatnonzero(curve.steps == 0)
+    return float(curve.values[at_start[-1]]) if at_start.size else None
+
+
+def _threshold_crossing(record: RunRecord, threshold: float, gain: float = 0.0) -> tuple[float, float, float] | None:
+    """(env steps, seconds since the run started, updates) at the first success-rate point >= threshold, or with
+    ``gain`` > 0 at the first point >= the run's own step-0 success plus ``gain`` (None without a step-0
+    evaluation). Updates are the ``train/loss`` points logged up to that env step (one per optimisation phase: a
+    GRPO update, a PPO rollout's epochs); infinite when the run logged none."""
     curve = _success_curve(record)
     if curve is None:
         return None
+    if gain > 0:
+        start = start_success(record)
+        if start is None:
+            return None
+        # success rates are fractions of the evaluation episodes: k / n + gain lands on a rate only up to rounding
+        threshold = start + gain - 1e-9
     step = stats.steps_to_threshold(curve.steps, curve.values, threshold)
     if step is None:
         return None
@@ -246,10 +262,15 @@ def _implementation(records: Sequence[RunRecord]) -> str:
 
 
 def build_table(
-    records: Sequence[RunRecord], success_threshold: float = 0.9, reps: int = 2000, seed: int = 0
+    records: Sequence[RunRecord],
+    success_threshold: float = 0.9,
+    reps: int = 2000,
+    seed: int = 0,
+    success_gain: float = 0.0,
 ) -> list[dict[str, Any]]:
     """One row per (env, algo): final-score IQM with its 95% stratified-bootstrap interval, mean, std, success
-    rate, steps and seconds to the success threshold (median over seeds), speed, memory and parameters."""
+    rate, steps, seconds and updates to the success threshold (median over seeds; with ``success_gain`` > 0 each
+    run's threshold is its step-0 success plus the gain), speed, memory and parameters."""
     rows = []
     for env_id in _unique(record.env_id for record in records):
         env_records = [record for record in records if record.env_id == env_id]
@@ -278,8 +299,11 @@ def build_table(
             row["success_median"] = float(np.median(successes)) if successes else None
             row["success_per_seed"] = [float(value) for value in successes]
             with_signal = [record for record in done if _success_curve(record) is not None]
-            crossings = [_threshold_crossing(record, success_threshold) for record in with_signal]
+            crossings = [_threshold_crossing(record, success_threshold, success_gain) for record in with_signal]
             row["success_signal"] = bool(with_signal)
+            starts = [start_success(record) for record in with_signal]
+            row["success_start_per_seed"] = starts
+            row["seeds_without_start"] = sum(start is None for start in starts) if success_gain > 0 else 0
             row["seeds_reached"] = sum(crossing is not None for crossing in crossings)
             for position, key in enumerate(THRESHOLD_KEYS):
                 per_seed = [c[position] if c else math.inf for c in crossings]
@@ -481,7 +505,12 @@ def _threshold_cell(row: dict[str, Any], key: str) -> str:
     if not row["success_signal"]:
         return "n/a (no success signal)"
     value = row[key]
+    missing = row.get("seeds_without_start", 0)
+    if missing and missing == len(row[f"{key}_per_seed"]):
+        return "n/a (no evaluation at step 0: train with eval_on_start)"
     reached = f"{row['seeds_reached']}/{row['seeds_finished']} seeds"
+    if missing:
+        reached += f", {missing} without a step-0 evaluation"
     seeds = ", ".join("–" if each is None else _number(each) for each in row[f"{key}_per_seed"])
     return (f"not reached ({reached})" if value is None else f"{_number(value)} ({reached})") + f" [{seeds}]"
 
@@ -505,8 +534,13 @@ def _success_cell(row: dict[str, Any]) -> str:
     return f"{_rate(row['success_rate'])}, {_rate(row['success_median'])} [{seeds}]"
 
 
+def threshold_text(threshold: float, gain: float = 0.0) -> str:
+    """The success level the threshold columns are read at: ``0.9``, or ``start + 0.05`` with a gain."""
+    return f"start + {gain:g}" if gain > 0 else f"{threshold:g}"
+
+
 def _env_section(
-    env_id: str, rows, improvements, plot: Path | None, out_dir: Path, threshold: float, score_name: str = "reward"
+    env_id: str, rows, improvements, plot: Path | None, out_dir: Path, threshold: str, score_name: str = "reward"
 ) -> list[str]:
     lines = [f"## {env_id}", ""]
     if plot is not None:
@@ -518,9 +552,9 @@ def _env_section(
         f"final {score_name} IQM [95% CI]",
         "mean ± std",
         "success rate: mean, median [per seed]",
-        f"env steps to success ≥ {threshold:g} [per seed]",
-        f"seconds to success ≥ {threshold:g} [per seed]",
-        f"updates to success ≥ {threshold:g} [per seed]",
+        f"env steps to success ≥ {threshold} [per seed]",
+        f"seconds to success ≥ {threshold} [per seed]",
+        f"updates to success ≥ {threshold} [per seed]",
         "steps/s",
         "peak RSS (MiB)",
         "parameters",
@@ -611,6 +645,7 @@ def write_report(
     reference_algo: str = "grpo",
     reps: int = 2000,
     seed: int = 0,
+    success_gain: float = 0.0,
 ) -> Path:
     """Write ``report.md``, ``plots/*.png`` and ``summary.json`` (the settings below and the score, every run's
     summary and the tables) to ``out_dir``.
@@ -619,6 +654,8 @@ def write_report(
         records: runs from :func:`load_runs`.
         out_dir: the comparison folder.
         success_threshold: success rate that counts as solved, for the steps/seconds-to-threshold columns.
+        success_gain: when above 0, those columns measure each run from its own start instead: the first point at
+            or above its step-0 success (``eval_on_start``) plus this gain; ``success_threshold`` is then unused.
         reference_algo: the X in "probability that X improves on each other algorithm".
         reps: bootstrap resamples for the intervals.
         seed: seed of the bootstrap.
@@ -628,10 +665,12 @@ def write_report(
     """
     if not 0.0 <= success_threshold <= 1.0:
         raise ValueError(f"success_threshold={success_threshold!r} must be a success rate in [0, 1]")
+    if not 0.0 <= success_gain <= 1.0:
+        raise ValueError(f"success_gain={success_gain!r} must be a gain in success rate in [0, 1] (0: not used)")
     out_dir = Path(out_dir)
     plot_dir = out_dir / PLOT_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
-    rows = build_table(records, success_threshold, reps=reps, seed=seed)
+    rows = build_table(records, success_threshold, reps=reps, seed=seed, success_gain=success_gain)
     improvements = improvement_table(records, reference_algo, reps=reps, seed=seed)
     colors = _algo_colors(_ordered_algos(records))
     env_ids = _unique(record.env_id for record in records)
@@ -652,7 +691,13 @@ def write_report(
         "`eval/success_rate` (else `rollout/success_rate`) and give the median over seeds, a seed that never got "
         "there counting as never, then each seed's own value in brackets (– for never); updates are the "
         f"`{UPDATE_TAG}` points a run logged up to that evaluation (one per GRPO update or PPO rollout). "
-        "Wall-clock and steps/s were measured with other jobs running alongside.",
+        + (
+            f"Each run's threshold is its own success at env step 0 (its `eval_on_start` evaluation) plus "
+            f"{success_gain:g}. "
+            if success_gain > 0
+            else ""
+        )
+        + "Wall-clock and steps/s were measured with other jobs running alongside.",
         "",
     ]
     for env_id in env_ids:
@@ -660,7 +705,8 @@ def write_report(
             records, env_id, plot_dir / f"curves_{runs.env_slug(env_id)}.png", colors, seed=seed
         )
         env_rows = [row for row in rows if row["env_id"] == env_id]
-        lines += _env_section(env_id, env_rows, improvements, plot, out_dir, success_threshold, _score_name(records))
+        level = threshold_text(success_threshold, success_gain)
+        lines += _env_section(env_id, env_rows, improvements, plot, out_dir, level, _score_name(records))
     overall = [row for row in improvements if row["env_id"] == "all envs"]
     if overall:
         lines += ["## Across environments", "", "Probability of improvement with tasks = environments:", ""]
@@ -695,6 +741,7 @@ def write_report(
         out_dir / runs.SUMMARY_FILE,
         {
             "success_threshold": success_threshold,
+            "success_gain": success_gain,
             "reference_algo": reference_algo,
             "score": records[0].score_tag if records else EVAL_REWARD,  # what `rlopt report` re-makes it with
             "machine": runs.machine_description(),

@@ -86,6 +86,7 @@ def _calls(out: Path) -> list[str]:
         ({"overrides": {"sb3_ppo": {"n_envs": 2}}}, "overrides name 'sb3_ppo'"),
         ({"overrides": {"ppo": {"seed": 3}}}, r"sets \['seed'\]"),
         ({"success_threshold": 1.5}, "success_threshold=1.5"),
+        ({"success_gain": -0.1}, "success_gain=-0.1"),
         ({"score": "eval/accuracy"}, "score='eval/accuracy' is not accepted"),
     ],
 )

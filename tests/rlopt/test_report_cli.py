@@ -27,10 +27,14 @@ SUCCESS = {
 FINAL_REWARD = {"grpo": 10.0, "ppo": 5.0}
 
 
-def write_fake_run(tb_dir: Path, algo: str, seed: int) -> None:
-    """One finished run folder as a trainer leaves it: config.json, TensorBoard scalars and summary.json."""
+def write_fake_run(
+    tb_dir: Path, algo: str, seed: int, success: list[float] | None = None, steps: range = STEPS
+) -> None:
+    """One finished run folder as a trainer leaves it: config.json, TensorBoard scalars and summary.json; its
+    eval/success_rate at ``steps`` is ``success``, by default the run's row of SUCCESS."""
     from torch.utils.tensorboard import SummaryWriter
 
+    success = SUCCESS[(algo, seed)] if success is None else success
     run_dir = tb_dir / run_name_for(ENV_ID, algo, seed)
     runs.write_json_atomic(
         run_dir / runs.CONFIG_FILE,
@@ -38,15 +42,15 @@ def write_fake_run(tb_dir: Path, algo: str, seed: int) -> None:
     )
     final = FINAL_REWARD[algo] + seed
     writer = SummaryWriter(log_dir=str(run_dir))
-    for step, success in zip(STEPS, SUCCESS[(algo, seed)], strict=True):
+    for step, rate in zip(steps, success, strict=True):
         writer.add_scalar("eval/mean_reward", final * step / STEPS[-1], step)
-        writer.add_scalar("eval/success_rate", success, step)
+        writer.add_scalar("eval/success_rate", rate, step)
         writer.add_scalar("train/loss", 1.0 / (1 + step), step)
     writer.close()
     summary = {
         "finished": True, "algo": algo, "env_id": ENV_ID, "seed": seed, "env_steps": STEPS[-1],
         "wall_clock_seconds": 2.0, "steps_per_second": STEPS[-1] / 2.0, "num_parameters": 100, "peak_rss_mb": 50.0,
-        "eval/mean_reward": final, "eval/success_rate": SUCCESS[(algo, seed)][-1], "eval/episodes": 4,
+        "eval/mean_reward": final, "eval/success_rate": success[-1], "eval/episodes": 4,
         "hyperparameters": {"lr": 0.001}, "baseline": "rlopt",
     }  # fmt: skip
     runs.write_json_atomic(run_dir / runs.SUMMARY_FILE, summary)
@@ -139,6 +143,49 @@ def test_report_on_runs_without_an_earlier_report_uses_compare_defaults(finished
     assert len(load_runs(plain)) == 4  # the report's own files are not mistaken for runs
 
 
+def test_a_success_gain_measures_each_run_from_its_own_start(tmp_path: Path, capsys):
+    folder = tmp_path / "cmp"
+    # grpo seed 0 starts at 0.5 and is 0.25 above it first at 600 (0.8), seed 1 starts at 0.1 and is at 400 (0.4);
+    # ppo seed 0 starts at 0.3 and never gets to 0.55; ppo seed 1 was not evaluated at step 0
+    write_fake_run(folder / "tb", "grpo", 0, [0.5, 0.6, 0.7, 0.8, 0.9, 0.9])
+    write_fake_run(folder / "tb", "grpo", 1, [0.1, 0.2, 0.4, 0.5, 0.6, 0.7])
+    write_fake_run(folder / "tb", "ppo", 0, [0.3, 0.4, 0.5, 0.5, 0.54, 0.5])
+    write_fake_run(folder / "tb", "ppo", 1, [0.6, 0.7, 0.8, 0.9, 1.0], steps=range(200, 1001, 200))
+
+    assert main(["report", str(folder), "--success-gain", "0.25"]) == 0
+
+    text = (folder / "report.md").read_text()
+    assert "env steps to success ≥ start + 0.25 [per seed]" in text
+    assert "updates to success ≥ start + 0.25 [per seed]" in text
+    assert "its own success at env step 0 (its `eval_on_start` evaluation) plus 0.25" in text
+    assert "500 (2/2 seeds) [600, 400]" in _grpo_row(text)
+    assert "3.5 (2/2 seeds) [4, 3]" in _grpo_row(text)  # updates: train/loss points up to 600 and 400
+    assert "not reached (0/2 seeds, 1 without a step-0 evaluation) [–, –]" in text
+    summary = runs.read_json(folder / "summary.json")
+    assert (summary["success_gain"], summary["success_threshold"]) == (0.25, 0.9)
+    grpo_starts, ppo_starts = (row["success_start_per_seed"] for row in summary["table"])
+    assert grpo_starts == pytest.approx([0.5, 0.1]) and ppo_starts[0] == pytest.approx(0.3) and ppo_starts[1] is None
+    assert "success gain: 0.25 (given)" in capsys.readouterr().out
+
+    # An absolute threshold asked for sets the gain to 0 (the earlier report's gain would leave it unused) ...
+    assert main(["report", str(folder), "--success-threshold", "0.5"]) == 0
+    text = (folder / "report.md").read_text()
+    assert "env steps to success ≥ 0.5 [per seed]" in text and "300 (2/2 seeds) [0, 600]" in _grpo_row(text)
+    assert "success gain: 0.0 (--success-threshold given)" in capsys.readouterr().out
+    # ... and a report made again without settings keeps both
+    assert main(["report", str(folder)]) == 0
+    summary = runs.read_json(folder / "summary.json")
+    assert (summary["success_gain"], summary["success_threshold"]) == (0.0, 0.5)
+
+
+def test_no_step_0_evaluation_anywhere(finished_comparison: Path, tmp_path: Path):
+    folder = tmp_path / "late"
+    for seed in range(2):
+        write_fake_run(folder / "tb", "grpo", seed, [0.2, 0.9], steps=range(500, 1001, 500))
+    assert main(["report", str(folder), "--success-gain", "0.1"]) == 0
+    assert "n/a (no evaluation at step 0: train with eval_on_start)" in (folder / "report.md").read_text()
+
+
 def test_earlier_report_settings(tmp_path: Path):
     assert earlier_report_settings(tmp_path) == {}
     runs.write_json_atomic(tmp_path / "summary.json", {"finished": True, "success_threshold": 0.5})  # one run's
@@ -148,10 +195,17 @@ def test_earlier_report_settings(tmp_path: Path):
     assert earlier_report_settings(tmp_path) == {"reference_algo": "ppo"}
     runs.write_json_atomic(
         tmp_path / "summary.json",
-        {"table": [], "success_threshold": 0.55, "score": "eval/success_rate", "reference_algo": "grpo@cot"},
+        {
+            "table": [],
+            "success_threshold": 0.55,
+            "success_gain": 0.05,
+            "score": "eval/success_rate",
+            "reference_algo": "grpo@cot",
+        },
     )
     assert earlier_report_settings(tmp_path) == {
         "success_threshold": 0.55,
+        "success_gain": 0.05,
         "score": "eval/success_rate",
         "reference_algo": "grpo@cot",
     }
