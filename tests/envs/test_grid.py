@@ -478,9 +478,11 @@ def test_bad_actions_raise_clear_errors() -> None:
         env.core.render(0, "human")
 
 
-def test_stable_baselines3_ppo_learns_the_empty_room_unmodified() -> None:
+def test_stable_baselines3_ppo_learns_the_empty_room_unmodified(tmp_path, monkeypatch) -> None:
     """SB3's PPO, straight from gymnasium.make with no wrapper, raises its success rate on the easiest preset."""
     import torch
+
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path))  # SB3's default logger otherwise leaves a folder in /tmp per run
     from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
 
