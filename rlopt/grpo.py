@@ -185,6 +185,9 @@ def train(config: GRPOConfig, resume: bool = False) -> tuple[torch.nn.Module, di
     session = TrainingSession(config, "grpo", resume=resume)
     try:
         return _train(config, session)
+    except BaseException:
+        session.discard_if_unused()
+        raise
     finally:
         session.close()
 

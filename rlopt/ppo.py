@@ -102,6 +102,9 @@ def train(config: PPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dic
     session = TrainingSession(config, "ppo", resume=resume)
     try:
         return _train(config, session)
+    except BaseException:
+        session.discard_if_unused()
+        raise
     finally:
         session.close()
 

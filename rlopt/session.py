@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,15 @@ class TrainingSession:
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         self.close()
         return summary
+
+    def discard_if_unused(self) -> None:
+        """Remove the run folder when the run stopped before writing anything but the config.json this session put
+        there (a bad ``--init``, an env that cannot be built), so a failed start leaves no empty run behind. A
+        resumed run's folder, and any folder holding more, is left alone."""
+        if self.resume or not self.run_dir.is_dir():
+            return
+        if [path.name for path in self.run_dir.iterdir()] == [CONFIG_FILE]:
+            shutil.rmtree(self.run_dir)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -168,6 +168,9 @@ def train_sft(config: SFTConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
     session = TrainingSession(config, "sft")
     try:
         return _train(config, session)
+    except BaseException:
+        session.discard_if_unused()
+        raise
     finally:
         session.close()
 

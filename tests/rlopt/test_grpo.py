@@ -324,6 +324,20 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
         api.resume(tmp_path / "run")
 
 
+def test_a_failed_start_leaves_no_run_folder_and_a_failed_run_keeps_its_own(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(CheckpointError, match="no rlopt checkpoint"):
+        api.train(_small(tmp_path, run_name=None, init=str(tmp_path / "no-such-run")))
+    assert list(tmp_path.iterdir()) == []  # the folder made for config.json is gone with it
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the update failed")
+
+    monkeypatch.setattr(grpo, "_update", fail)
+    with pytest.raises(RuntimeError, match="the update failed"):
+        api.train(_small(tmp_path))  # fails after its logger opened: its config and events stay, to read
+    assert (tmp_path / "run" / "config.json").is_file() and list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
 def test_dynamic_sampling_and_variants_run(tmp_path: Path) -> None:
     config = _small(
         tmp_path,
