@@ -193,7 +193,11 @@ def _check_env(config: SFTConfig) -> None:
         env.close()
 
 
-def _evaluate(config: SFTConfig, session: TrainingSession, policy: torch.nn.Module, k: int) -> dict[str, Any]:
+def _evaluate(
+    config: SFTConfig, session: TrainingSession, policy: torch.nn.Module, k: int, scores: bool = True
+) -> dict[str, Any]:
+    """Math metrics of ``policy`` on the held-out problems, logged at the session's step; ``scores=False`` leaves
+    out eval/success_rate and eval/mean_reward (the final evaluation of :meth:`TrainingSession.finish` logs them)."""
     level = None if config.problem_file else config.level
     metrics = math_metrics(
         policy,
@@ -205,13 +209,10 @@ def _evaluate(config: SFTConfig, session: TrainingSession, policy: torch.nn.Modu
         env_id=config.env_id,
         env_kwargs=config.env_kwargs,
     )
-    session.log(
-        {
-            **scalar_metrics(metrics),
-            "eval/success_rate": metrics["accuracy"],
-            "eval/mean_reward": metrics["mean_reward"],
-        }
-    )
+    values = scalar_metrics(metrics)
+    if scores:
+        values.update({"eval/success_rate": metrics["accuracy"], "eval/mean_reward": metrics["mean_reward"]})
+    session.log(values)
     assert session.logger is not None
     session.logger.text("eval/samples", samples_markdown(metrics), session.env_steps)
     return metrics
@@ -274,7 +275,7 @@ def _train(config: SFTConfig, session: TrainingSession) -> tuple[torch.nn.Module
 
             # --- checkpoint ---
             session.maybe_checkpoint(policy, optimizer, {}, spec)
-        final = _evaluate(config, session, policy, config.pass_k)
+        final = _evaluate(config, session, policy, config.pass_k, scores=False)  # finish() logs those once
         summary = session.finish(policy, optimizer, spec, hyperparameters)
     finally:
         env.close()

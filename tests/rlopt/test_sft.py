@@ -67,6 +67,9 @@ def test_sft_learns_level_one_and_its_checkpoint_continues_with_grpo(tmp_path: P
     losses = _scalars(tmp_path / "sft", "sft/loss")
     assert losses[0][0] == 1 and losses[-1][0] == 400 and losses[-1][1] < 0.2 * losses[0][1]
     assert [step for step, _ in _scalars(tmp_path / "sft", "eval/accuracy")] == [0, 200, 400]
+    final_scores = _scalars(tmp_path / "sft", "eval/success_rate")
+    assert [step for step, _ in final_scores] == [0, 200, 400]  # once each, the final step too
+    assert final_scores[-1][1] == pytest.approx(summary["eval/accuracy"])  # the held-out accuracy, either way
 
     # --- a normal run folder ---
     run_dir = Path(summary["run_dir"])
