@@ -526,8 +526,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         type=_success_rate,
         default=None,
         metavar="GAIN",
-        help=f"{_help('success_gain')} {earlier.format(_default('success_gain'))}; a --success-threshold given "
-        "without it sets it to 0.",
+        help=f"{_help('success_gain')} {earlier.format(_default('success_gain'))} A --success-threshold given "
+        "without --success-gain sets it to 0.",
     )
     parser.add_argument(
         "--score",
