@@ -173,7 +173,9 @@ def _train_parser(algo: str) -> argparse.ArgumentParser:
         help="Torch CPU threads for this process (default: torch's own choice, one per core). Use 1 when several "
         "runs share a machine; the small networks here gain little from more.",
     )
-    add_config_arguments(parser, config_class(algo), skip=("env_id",))
+    # SB3PPOConfig.preset only records which RL-Zoo row a config started from; --preset above chooses whether to
+    # start from one
+    add_config_arguments(parser, config_class(algo), skip=("env_id", "preset"))
     return parser
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlopt.cli import main
-from rlopt.grpo import GRPOConfig
+from rlopt.api import config_class
+from rlopt.cli import ALGO_CHOICES, main
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,16 +20,27 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert command in out
 
 
-def test_train_help_has_an_option_with_help_for_every_grpo_field(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("algo", ALGO_CHOICES)
+def test_train_help_has_an_option_with_help_for_every_field(algo: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--algo", "grpo", "--help"])
+        main(["train", "--algo", algo, "--help"])
     assert exit_info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for field in dataclasses.fields(GRPOConfig):
-        if field.name == "env_id":
+    assert "--preset {auto,none}" in out  # the command's own --preset: start from the env's preset or not
+    for field in dataclasses.fields(config_class(algo)):
+        if field.name in ("env_id", "preset"):  # --env; SB3's informational preset row is set, not chosen
             continue
         assert "--" + field.name.replace("_", "-") in out, field.name
         assert field.metadata["help"].split("(")[0].strip()[:30] in out, field.name
+
+
+def test_sb3_ppo_trains_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--algo", "sb3_ppo", "--env", "CartPole-v1", "--total-steps", "512", "--n-epochs", "2"]
+    args += ["--eval-episodes", "2", "--eval-on-start", "--logdir", str(tmp_path), "--run-name", "sb3", "--no-progress"]
+    assert main(args) == 0
+    assert "sb3_ppo on CartPole-v1 (seed 0): eval/mean_reward" in capsys.readouterr().out
+    config = json.loads((tmp_path / "sb3" / "config.json").read_text())["config"]
+    assert config["preset"] == "CartPole-v1" and config["n_epochs"] == 2  # RL Zoo's row, then the option on top
 
 
 def test_envs_lists_every_id(capsys: pytest.CaptureFixture[str]) -> None:
