@@ -14,7 +14,7 @@ from typing import Any
 
 from rlopt.config import ConfigError, RunConfig
 from rlopt.presets import preset_for
-from rlopt.runs import is_finished
+from rlopt.runs import CHECKPOINT_DIR, CONFIG_FILE, is_finished, read_json
 
 #: algorithm name -> (module, config class); each module has ``train(config[, resume])``.
 ALGORITHMS: dict[str, tuple[str, str]] = {
@@ -124,6 +124,20 @@ def load_policy(checkpoint: str | Path, device: str = "cpu") -> Any:
     return policy
 
 
+def _sb3_run_folder(path: str | Path) -> Path | None:
+    """The SB3 run folder that ``path`` names (the run folder, its ``checkpoints/`` folder or its ``model.zip``),
+    else None."""
+    path = Path(path)
+    for candidate in (path, path.parent, path.parent.parent):
+        config = candidate / CONFIG_FILE
+        if (candidate / CHECKPOINT_DIR / "model.zip").is_file() and config.is_file():
+            try:
+                return candidate if read_json(config).get("algo") == "sb3_ppo" else None
+            except ValueError:  # a corrupt config.json: the rlopt loader below says what is wrong
+                return None
+    return None
+
+
 def evaluate(
     checkpoint: str | Path,
     env_id: str | None = None,
@@ -131,11 +145,17 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Evaluate a checkpoint on held-out seeds; ``env_id`` defaults to the env it was trained on."""
+    """Evaluate a checkpoint on held-out seeds; ``env_id`` defaults to the env it was trained on. An SB3 run's
+    folder is evaluated through SB3's loader (:func:`rlopt.sb3_ppo.evaluate_run`)."""
     from rlopt.checkpoint import load_checkpoint
     from rlopt.evaluation import Evaluator
     from rlopt.session import policy_from_checkpoint
 
+    run_dir = _sb3_run_folder(checkpoint)
+    if run_dir is not None:
+        from rlopt.sb3_ppo import evaluate_run
+
+        return evaluate_run(run_dir, env_id, episodes, env_kwargs, device)
     state, _, _ = load_checkpoint(checkpoint)
     env_id = env_id or state["env_id"]
     env_kwargs = state.get("config", {}).get("env_kwargs", {}) if env_kwargs is None else env_kwargs

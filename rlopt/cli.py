@@ -224,7 +224,11 @@ def _cmd_eval(argv: list[str]) -> int:
     from rlopt.api import evaluate
 
     parser = argparse.ArgumentParser(prog="rlopt eval", description="Evaluate a checkpoint on held-out seeds.")
-    parser.add_argument("checkpoint", help="A run folder, its checkpoints/ folder, or a checkpoints/step_* folder.")
+    parser.add_argument(
+        "checkpoint",
+        help="A run folder, its checkpoints/ folder, or a checkpoints/step_* folder; for an SB3 run (--algo sb3_ppo) "
+        "its folder, checkpoints/ or model.zip, read with SB3's loader, which unpickles: evaluate runs you trust.",
+    )
     parser.add_argument("--env", dest="env_id", default=None, help="Env id (default: the one it was trained on).")
     parser.add_argument("--episodes", type=int, default=32, help="Episodes to run (default: 32).")
     parser.add_argument(

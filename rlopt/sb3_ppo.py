@@ -405,6 +405,49 @@ def save_checkpoint(model: PPO, normalizer: VecNormalize | None, run_dir: Path) 
     return target
 
 
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    env_id: str | None = None,
+    episodes: int = 32,
+    env_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate an SB3 run's last checkpoint as :func:`rlopt.api.evaluate` does an rlopt one: ``episodes``
+    deterministic episodes on the held-out seeds, on the run's env (or ``env_id``, ``env_kwargs``), observations
+    normalized with the run's frozen VecNormalize statistics where it trained with them.
+
+    SB3's own loaders read ``model.zip`` and ``vecnormalize.pkl``, and both unpickle parts of them: evaluate only runs
+    you trust (rlopt's own checkpoints hold no pickle).
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    run_dir = Path(run_dir)
+    saved = runs.read_json(run_dir / runs.CONFIG_FILE)
+    changes: dict[str, Any] = {}
+    if env_id is not None:
+        changes["env_id"] = env_id
+    if env_kwargs is not None:
+        changes["env_kwargs"] = env_kwargs
+    config = SB3PPOConfig.from_dict(saved["config"]).replace(**changes)
+    checkpoints = run_dir / runs.CHECKPOINT_DIR
+    model = PPO.load(checkpoints / "model.zip", device=device)
+    envs = [_make_eval_env(config) for _ in range(episodes)]
+    normalizer = None
+    try:
+        if (checkpoints / "vecnormalize.pkl").is_file():
+            statistics = str(checkpoints / "vecnormalize.pkl")
+            normalizer = VecNormalize.load(statistics, DummyVecEnv([lambda: _make_eval_env(config)]))
+            normalizer.training = False
+        result = evaluate(model, envs, normalizer)
+    finally:
+        for env in envs:
+            env.close()
+        if normalizer is not None:
+            normalizer.close()
+    metrics = {key: value for key, value in result.items() if key != "eval/episodes"}
+    return {**metrics, "episodes": episodes, "env_id": config.env_id, "env_steps_trained": int(model.num_timesteps)}
+
+
 # --- training ------------------------------------------------------------------------------------------------------
 
 

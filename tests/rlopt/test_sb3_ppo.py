@@ -11,7 +11,7 @@ import pytest
 from gymnasium import spaces
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlopt import runs
+from rlopt import api, runs
 from rlopt.config import ConfigError
 from rlopt.sb3_ppo import (
     PPO,
@@ -166,6 +166,10 @@ def test_normalized_uint8_observations_are_stored_as_floats(tmp_path: Path, env_
     assert np.any(np.abs(image - np.round(image)) > 1e-3), "normalized observations were truncated to integers"
     assert summary["hyperparameters"]["float_observations"] is True
     assert summary["eval/success_rate"] is not None  # the env reports is_success
+    # `rlopt eval` of the run folder: the saved model and its VecNormalize statistics give the run's final scores
+    evaluated = api.evaluate(tmp_path / "uint8", episodes=2)
+    for key in ("eval/mean_reward", "eval/success_rate", "eval/mean_ep_length"):
+        assert evaluated[key] == pytest.approx(summary[key]), key
 
 
 # --- a short CartPole run --------------------------------------------------------------------------------------------
@@ -236,3 +240,8 @@ def test_checkpoint_reloads_and_evaluation_is_deterministic(cartpole_run):
     assert first["eval/mean_ep_length"] == first["eval/mean_reward"]  # CartPole pays 1 per step
     loaded = PPO.load(run_dir / runs.CHECKPOINT_DIR / "model.zip", device="cpu")
     assert evaluate(loaded, envs) == first
+    # rlopt's evaluation entry point (`rlopt eval`) takes the run folder, its checkpoints/ folder or model.zip
+    for path in (run_dir, run_dir / runs.CHECKPOINT_DIR, run_dir / runs.CHECKPOINT_DIR / "model.zip"):
+        result = api.evaluate(path, episodes=8)
+        assert result["eval/mean_reward"] == first["eval/mean_reward"] and result["env_id"] == "CartPole-v1"
+        assert result["env_steps_trained"] == summary["env_steps"] and result["episodes"] == 8
