@@ -116,8 +116,25 @@ def resume(run_dir: str | Path, total_steps: int | None = None) -> tuple[Any, di
 
 
 def load_policy(checkpoint: str | Path, device: str = "cpu") -> Any:
-    """A trained policy (with ``predict``) from a run folder or checkpoint folder."""
+    """A trained policy (with ``predict``) from a run folder or checkpoint folder of rlopt's own trainers.
+
+    Raises:
+        ConfigError: ``checkpoint`` is an SB3 run (load it with SB3, as the message says).
+    """
     from rlopt.session import policy_from_checkpoint
+
+    run_dir = _sb3_run_folder(checkpoint)
+    if run_dir is not None:
+        model, statistics = run_dir / CHECKPOINT_DIR / "model.zip", run_dir / CHECKPOINT_DIR / "vecnormalize.pkl"
+        raise ConfigError(
+            f"{checkpoint} is an SB3 run: load it with stable_baselines3.PPO.load('{model}')"
+            + (
+                f" and its observation statistics with VecNormalize.load('{statistics}', venv)"
+                if statistics.is_file()
+                else ""
+            )
+            + ", or score it with api.evaluate / `rlopt eval`"
+        )
 
     policy, _ = policy_from_checkpoint(checkpoint, device=device)
     policy.eval()

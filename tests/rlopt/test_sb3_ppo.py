@@ -240,6 +240,8 @@ def test_checkpoint_reloads_and_evaluation_is_deterministic(cartpole_run):
     assert first["eval/mean_ep_length"] == first["eval/mean_reward"]  # CartPole pays 1 per step
     loaded = PPO.load(run_dir / runs.CHECKPOINT_DIR / "model.zip", device="cpu")
     assert evaluate(loaded, envs) == first
+    with pytest.raises(ConfigError, match="is an SB3 run: load it with stable_baselines3.PPO.load"):
+        api.load_policy(run_dir)  # rlopt's policies only; the message says how to load this one
     # rlopt's evaluation entry point (`rlopt eval`) takes the run folder, its checkpoints/ folder or model.zip
     for path in (run_dir, run_dir / runs.CHECKPOINT_DIR, run_dir / runs.CHECKPOINT_DIR / "model.zip"):
         result = api.evaluate(path, episodes=8)
