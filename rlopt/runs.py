@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,16 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise FileNotFoundError(f"{path} does not exist") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); the file is corrupt or was cut short") from None
+
+
+def remove_if_only_config(run_dir: str | os.PathLike[str]) -> bool:
+    """Remove ``run_dir`` when it holds nothing but its config.json: a run that failed before writing anything else
+    (a bad ``--init``, an env that cannot be built) leaves no empty run behind. Returns whether it was removed."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and [path.name for path in run_dir.iterdir()] == [CONFIG_FILE]:
+        shutil.rmtree(run_dir)
+        return True
+    return False
 
 
 def is_finished(run_dir: str | os.PathLike[str]) -> bool:

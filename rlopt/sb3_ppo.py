@@ -524,7 +524,11 @@ def train(config: SB3PPOConfig) -> tuple[PPO, dict[str, Any]]:
         {"algo": ALGO, "env_id": config.env_id, "seed": config.seed, "config": config.to_dict(), "versions": versions},
     )
 
-    vec_env, normalizer, float_observations = _build_env(config)
+    try:
+        vec_env, normalizer, float_observations = _build_env(config)
+    except BaseException:
+        runs.remove_if_only_config(run_dir)  # as rlopt's trainers do: a failed start leaves no empty run
+        raise
     eval_envs = [_make_eval_env(config) for _ in range(config.eval_episodes)]
     policy = config.policy
     if policy == "auto":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,16 @@ from rlopt.checkpoint import load_checkpoint, restore_optimizer, restore_torch_r
 from rlopt.config import ConfigError, RunConfig
 from rlopt.evaluation import EvalResult, Evaluator
 from rlopt.logger import RunLogger
-from rlopt.runs import CONFIG_FILE, SUMMARY_FILE, peak_rss_mb, read_json, run_name, versions, write_json_atomic
+from rlopt.runs import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    peak_rss_mb,
+    read_json,
+    remove_if_only_config,
+    run_name,
+    versions,
+    write_json_atomic,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -308,10 +316,8 @@ class TrainingSession:
         """Remove the run folder when the run stopped before writing anything but the config.json this session put
         there (a bad ``--init``, an env that cannot be built), so a failed start leaves no empty run behind. A
         resumed run's folder, and any folder holding more, is left alone."""
-        if self.resume or not self.run_dir.is_dir():
-            return
-        if [path.name for path in self.run_dir.iterdir()] == [CONFIG_FILE]:
-            shutil.rmtree(self.run_dir)
+        if not self.resume:
+            remove_if_only_config(self.run_dir)
 
     def close(self) -> None:
         if self.progress is not None:

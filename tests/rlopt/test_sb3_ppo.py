@@ -172,6 +172,13 @@ def test_normalized_uint8_observations_are_stored_as_floats(tmp_path: Path, env_
         assert evaluated[key] == pytest.approx(summary[key]), key
 
 
+def test_a_failed_start_leaves_no_run_folder(tmp_path: Path):
+    config = preset_config("rlopt/GridGame-Empty-5x5-v0", env_kwargs={"size": 1}, logdir=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="size must be an integer >= 4"):
+        train(config)  # the env cannot be built: its run folder held only config.json, and is gone
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- a short CartPole run --------------------------------------------------------------------------------------------
 
 
