@@ -182,14 +182,7 @@ class GRPOConfig(PolicyOptions, RunConfig):
 
 def train(config: GRPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a critic-free policy with GRPO. Returns ``(policy, summary)``; see :class:`GRPOConfig`."""
-    session = TrainingSession(config, "grpo", resume=resume)
-    try:
-        return _train(config, session)
-    except BaseException:
-        session.discard_if_unused()
-        raise
-    finally:
-        session.close()
+    return TrainingSession(config, "grpo", resume=resume).run(_train, config)
 
 
 def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -99,14 +99,7 @@ class PPOConfig(PolicyOptions, RunConfig):
 
 def train(config: PPOConfig, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train an actor-critic with PPO. Returns ``(policy, summary)``; see :class:`PPOConfig`."""
-    session = TrainingSession(config, "ppo", resume=resume)
-    try:
-        return _train(config, session)
-    except BaseException:
-        session.discard_if_unused()
-        raise
-    finally:
-        session.close()
+    return TrainingSession(config, "ppo", resume=resume).run(_train, config)
 
 
 def _train(config: PPOConfig, session: TrainingSession) -> tuple[torch.nn.Module, dict[str, Any]]:

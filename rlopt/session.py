@@ -312,6 +312,17 @@ class TrainingSession:
         self.close()
         return summary
 
+    def run(self, body: Any, config: Any) -> Any:
+        """``body(config, self)``, the trainer's loop, then close the session; if it raises, the run folder goes
+        too when nothing but config.json was written (:meth:`discard_if_unused`)."""
+        try:
+            return body(config, self)
+        except BaseException:
+            self.discard_if_unused()
+            raise
+        finally:
+            self.close()
+
     def discard_if_unused(self) -> None:
         """Remove the run folder when the run stopped before writing anything but the config.json this session put
         there (a bad ``--init``, an env that cannot be built), so a failed start leaves no empty run behind. A

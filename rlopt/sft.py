@@ -165,14 +165,7 @@ def train_sft(config: SFTConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
         ConfigError: if ``config.env_id`` is not a math reasoning environment (checked before a run folder exists).
     """
     _check_env(config)
-    session = TrainingSession(config, "sft")
-    try:
-        return _train(config, session)
-    except BaseException:
-        session.discard_if_unused()
-        raise
-    finally:
-        session.close()
+    return TrainingSession(config, "sft").run(_train, config)
 
 
 def _check_env(config: SFTConfig) -> None:
