@@ -6,8 +6,9 @@ Two thin front ends share that core, so the dynamics have one source of truth:
 * :class:`BatchedVectorEnv` is a :class:`gymnasium.vector.VectorEnv` over all ``N`` (registered as the id's
   ``vector_entry_point``; ``gymnasium.make_vec(id, num_envs=N)`` builds it), with Gymnasium's three autoreset
   modes and the episode time limit;
-* :class:`SingleEnv` is a :class:`gymnasium.Env` over a core of one environment (``gymnasium.make(id)``); the
-  time limit comes from the registration's ``TimeLimit`` wrapper.
+* :class:`SingleEnv` is a :class:`gymnasium.Env` over a core of one environment (``gymnasium.make(id)``); a
+  time limit comes from the registration's ``TimeLimit`` wrapper (the arm's), or from the task itself (the grid's
+  ``max_steps``, as in Minigrid).
 
 Randomness lives in :class:`BatchRNG`, a counter-based generator with one stream per environment, so that a
 reset with seed ``s`` gives the same start in the single env and in any slot of the vector env, and a batch of
@@ -25,11 +26,26 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["BatchRNG", "BatchedCore", "BatchedVectorEnv", "SingleEnv", "InvalidActionError"]
+__all__ = ["BatchRNG", "BatchedCore", "BatchedVectorEnv", "SingleEnv", "InvalidActionError", "UnsupportedRenderMode"]
 
 
 class InvalidActionError(ValueError):
     """An action (or batch of actions) that lies outside the action space or has the wrong shape."""
+
+
+class UnsupportedRenderMode(ValueError, TypeError):
+    """A ``render_mode`` that the environment does not offer.
+
+    It is a ``TypeError`` as well as a ``ValueError`` because stable-baselines3, given an env id (``PPO("MlpPolicy",
+    id)``, ``make_vec_env(id)``), first tries ``gymnasium.make(id, render_mode="rgb_array")`` and builds the env
+    without a render mode only when that raises ``TypeError``: the text-only math env would otherwise be unusable
+    through those entry points.
+    """
+
+
+def _check_render_mode(render_mode: str | None, render_modes: list[str]) -> None:
+    if render_mode is not None and render_mode not in render_modes:
+        raise UnsupportedRenderMode(f"render_mode {render_mode!r} is not supported; accepted: {render_modes} or None")
 
 
 # --- counter-based random numbers --------------------------------------------------------------------------------
@@ -64,7 +80,7 @@ class BatchRNG:
 
     def seed(self, indices: np.ndarray, seeds: Sequence[int]) -> None:
         """Restart the streams of ``indices`` from the given non-negative integer seeds."""
-        seeds_array = np.asarray(seeds, dtype=np.uint64)
+        seeds_array = np.asarray([_fold_seed(int(seed)) for seed in seeds], dtype=np.uint64)
         self.key[indices] = splitmix64(splitmix64(seeds_array) ^ _MIX2)
         self.counter[indices] = 0
 
@@ -99,6 +115,18 @@ class BatchRNG:
         state = [int(self.key[index]), int(self.counter[index])]
         self.counter[index] += np.uint64(1)
         return np.random.default_rng(state)
+
+
+def _fold_seed(seed: int) -> int:
+    """A seed below 2**64 as it is; a larger one (Gymnasium takes any non-negative int) folded into 64 bits, one
+    64-bit word at a time through SplitMix64, so that it neither overflows nor lands on the seed ``seed % 2**64``."""
+    if seed < 2**64:
+        return seed
+    folded = np.uint64(0x243F6A8885A308D3)  # a fixed start that no seed below 2**64 shares
+    while seed:
+        folded = splitmix64(folded ^ np.uint64(seed & (2**64 - 1)))
+        seed >>= 64
+    return int(folded)
 
 
 def _check_seed(seed: Any) -> int:
@@ -158,6 +186,12 @@ class BatchedCore:
 
     # --- helpers shared by the front ends ---
 
+    @property
+    def step_limit(self) -> int | None:
+        """The most steps an episode can last when the task truncates episodes itself (the grid's ``max_steps``),
+        else None (the registration's ``max_episode_steps`` is then the limit, if any)."""
+        return None
+
     def reset_info(self, indices: np.ndarray) -> dict[str, Any]:
         """Extra per-environment information after a reset (arrays over ``indices``); empty by default."""
         return {}
@@ -185,6 +219,8 @@ class BatchedCore:
             expected = (self.num_envs, *space.shape)
             if array.shape != expected:
                 raise InvalidActionError(f"expected a batch of actions with shape {expected}, got shape {array.shape}")
+            if array.dtype.kind not in "biuf":  # strings, objects, complex numbers: no silent conversion
+                raise InvalidActionError(f"actions must be real numbers, got dtype {array.dtype}")
             array = array.astype(space.dtype, copy=False)
             # min/max propagate NaN, so two reductions check finiteness and bounds together (the hot path)
             smallest, largest = array.min(), array.max()
@@ -285,8 +321,7 @@ class BatchedVectorEnv(VectorEnv):
             raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
         self.max_episode_steps = max_episode_steps
         render_modes = self.core.metadata.get("render_modes", [])
-        if render_mode is not None and render_mode not in render_modes:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: {render_modes}")
+        _check_render_mode(render_mode, render_modes)
         self.render_mode = render_mode
         self.metadata = {**self.core.metadata, "autoreset_mode": self.autoreset_mode}
         self.single_observation_space = self.core.single_observation_space
@@ -324,6 +359,11 @@ class BatchedVectorEnv(VectorEnv):
         if seed is not None:
             if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
                 seeds: list[int | None] = [_check_seed(seed) + i for i in range(self.num_envs)]
+            elif isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence | np.ndarray):
+                raise ValueError(
+                    f"seed must be a non-negative integer, a list of {self.num_envs} integers or Nones, or None; "
+                    f"got {seed!r}"
+                )
             else:
                 seeds = list(seed)
                 if len(seeds) != self.num_envs:
@@ -414,8 +454,9 @@ def _index_observation(observation: Any, index: int) -> Any:
 class SingleEnv(gym.Env):
     """A :class:`gymnasium.Env` that is a view of a :class:`BatchedCore` with one environment.
 
-    Subclasses set ``core_class``. The time limit is applied by Gymnasium's ``TimeLimit`` wrapper from the
-    registration (``max_episode_steps``), so this class truncates only when the task itself does.
+    Subclasses set ``core_class``. A registered time limit is applied by Gymnasium's ``TimeLimit`` wrapper
+    (``max_episode_steps``), so this class truncates only when the task itself does. Stepping after the task ended
+    the episode raises ``ResetNeeded``.
     """
 
     core_class: ClassVar[type[BatchedCore]]
@@ -430,12 +471,12 @@ class SingleEnv(gym.Env):
         self.core = self.core_class(num_envs=1, **core_kwargs)
         self.metadata = dict(self.core.metadata)
         render_modes = self.metadata.get("render_modes", [])
-        if render_mode is not None and render_mode not in render_modes:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: {render_modes}")
+        _check_render_mode(render_mode, render_modes)
         self.render_mode = render_mode
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._has_reset = False
+        self._ended = False  # the task ended the episode (terminated, or truncated by the env itself)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
@@ -444,18 +485,25 @@ class SingleEnv(gym.Env):
         if seed is not None:
             self.core.rng.seed(np.zeros(1, dtype=np.int64), [_check_seed(seed)])
         self.core.reset_envs(np.zeros(1, dtype=np.int64))
-        self._has_reset = True
+        self._has_reset, self._ended = True, False
         return _index_observation(self.core.observe(), 0), _slice_info(self.core.reset_info(np.zeros(1, int)), 0)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self._has_reset:
             raise gym.error.ResetNeeded("call reset() before step()")
-        batched = np.asarray(action)[None, ...]
+        if self._ended:
+            # every rlopt env, not only the math env, whose core refuses: stepping on would give a state no episode
+            # can reach (the grid's agent walking out of lava)
+            raise gym.error.ResetNeeded("the episode has ended (terminated or truncated); call reset() first")
+        array = np.asarray(action)
+        if array.shape != self.action_space.shape:
+            raise InvalidActionError(f"expected one action of shape {self.action_space.shape}, got shape {array.shape}")
         try:
-            actions = self.core.validate_actions(batched)
-        except InvalidActionError as error:
-            raise InvalidActionError(str(error).replace("a batch of 1 ", "a single ")) from None
+            actions = self.core.validate_actions(array[None, ...])
+        except InvalidActionError as error:  # name the element within the one action, not within a batch of one
+            raise InvalidActionError(str(error).replace("at index (0, ", "at index (")) from None
         reward, terminated, truncated, info = self.core.step(actions, None)
+        self._ended = bool(terminated[0] or truncated[0])
         observation = _index_observation(self.core.observe(), 0)
         return observation, float(reward[0]), bool(terminated[0]), bool(truncated[0]), _slice_info(info, 0)
 

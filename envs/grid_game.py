@@ -422,6 +422,10 @@ class GridCore(BatchedCore):
 
     # --- observation ---
 
+    @property
+    def step_limit(self) -> int:
+        return self.max_steps
+
     def observe(self) -> dict[str, np.ndarray]:
         """``{"image": (N, V, V, 3) or (N, size, size, 3) uint8, "direction": (N,) int64}``, fresh arrays."""
         if self.full_observation:
@@ -552,8 +556,9 @@ _DOCSTRING = """
 
     ## Episode End
 
-    Terminated on reaching the goal or entering lava. Truncated after ``max_steps`` steps (registered as the time
-    limit too), never on the same step as a termination.
+    Terminated on reaching the goal or entering lava. Truncated after ``max_steps`` steps, never on the same step as
+    a termination. As in Minigrid, the env applies this limit itself: the ids register no ``TimeLimit`` wrapper
+    (``env.spec.max_episode_steps`` is None), so ``max_steps=`` changes the limit and the reward's budget together.
 
     ## Arguments
 
@@ -562,8 +567,8 @@ _DOCSTRING = """
 
     * ``task``: ``"empty"``, ``"doorkey"`` or ``"lava"``.
     * ``size``: grid size including the outer walls (Minigrid's convention: size 5 has a 3 x 3 interior).
-    * ``max_steps``: step budget in the reward and the time limit; None gives Minigrid's default (``4 * size**2``
-      for empty and lava, ``10 * size**2`` for doorkey).
+    * ``max_steps``: step budget in the reward and the time limit; None (what every registered id uses) gives
+      Minigrid's default (``4 * size**2`` for empty and lava, ``10 * size**2`` for doorkey).
     * ``full_observation``: the whole grid instead of the egocentric view (default False).
     * ``agent_view_size``: odd side of the egocentric view (default 7, Minigrid's).
     * ``see_through_walls``: skip the occlusion; None gives the Minigrid task's setting (True for empty as in

@@ -109,7 +109,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
                 entry.id,
                 _describe_space(env.observation_space),
                 _describe_space(env.action_space),
-                str(entry.max_episode_steps or "-"),
+                str(entry.max_episode_steps or env.unwrapped.core.step_limit or "-"),
             )
         )
         env.close()

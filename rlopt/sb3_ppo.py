@@ -487,7 +487,8 @@ def _build_env(config: SB3PPOConfig) -> tuple[VecEnv, VecNormalize | None, bool]
     float_observations = needs_float_observation(probe.observation_space)
     probe.close()
     vec_env: VecEnv = make_vec_env(
-        # A callable rather than the id: given an id, SB3 asks for rgb_array rendering, which training never uses.
+        # A callable rather than the id: it carries env_kwargs, and it builds the env without a render mode (given an
+        # id, SB3 asks for rgb_array rendering, which training never uses).
         functools.partial(gym.make, config.env_id, **config.env_kwargs),
         n_envs=config.n_envs,
         seed=config.seed,

@@ -114,9 +114,16 @@ class FrozenSyncVectorEnv(gym.vector.VectorEnv):
 
 
 def episode_step_limit(env_id: str, env_kwargs: dict[str, Any] | None = None, default: int = 1000) -> int:
-    """How many steps an episode can last at most: the registered time limit, else ``default``."""
+    """How many steps an episode can last at most: the registered time limit, else the limit an rlopt env applies
+    itself (the grid's ``max_steps``), else ``default``."""
     spec = env_spec(env_id)
-    limit = (env_kwargs or {}).get("max_episode_steps", spec.max_episode_steps)
+    kwargs = dict(env_kwargs or {})
+    limit = kwargs.get("max_episode_steps", spec.max_episode_steps)
+    if not limit and env_id.startswith("rlopt/"):
+        kwargs.pop("max_episode_steps", None)
+        env = gym.make(env_id, **kwargs)
+        limit = env.unwrapped.core.step_limit
+        env.close()
     return int(limit) if limit else default
 
 

@@ -10,7 +10,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from envs import ENV_IDS
-from envs.core import InvalidActionError
+from envs.core import InvalidActionError, UnsupportedRenderMode
 
 STEPS = 40
 #: Like MiniGrid-Empty, the empty rooms start the agent top-left facing the goal whatever the seed.
@@ -153,6 +153,14 @@ def test_bad_actions_raise_clear_errors(env_id: str) -> None:
         env.step(bad)
     with pytest.raises(InvalidActionError, match="shape"):
         env.step(wrong_shape)
+    # the message describes one action, not a batch of one
+    one_too_many = np.zeros(1, np.int64) if isinstance(space, gym.spaces.Discrete) else wrong_shape
+    with pytest.raises(InvalidActionError) as caught:
+        env.step(one_too_many)
+    assert str(caught.value) == f"expected one action of shape {space.shape}, got shape {one_too_many.shape}"
+    for not_a_number in (np.full(space.shape, "a"), np.ones(space.shape, dtype=np.complex64)):
+        with pytest.raises(InvalidActionError, match="integers|real numbers"):
+            env.step(not_a_number)
     vector = gym.make_vec(env_id, num_envs=3)
     vector.reset(seed=0)
     with pytest.raises(InvalidActionError, match="shape"):
@@ -176,8 +184,65 @@ def test_render_modes(env_id: str) -> None:
         assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
     else:
         assert isinstance(frame, str) and frame
-    with pytest.raises(ValueError, match="render_mode"):
+    with pytest.raises(UnsupportedRenderMode, match="render_mode"):
         gym.make(env_id, render_mode="human-nonexistent")
+    with pytest.raises(UnsupportedRenderMode, match="render_mode"):
+        gym.make_vec(env_id, num_envs=2, render_mode="human-nonexistent")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_stable_baselines3_builds_every_id_by_name(env_id: str) -> None:
+    """SB3's id entry points ask for rgb_array and fall back only on TypeError: the text-only math env must build."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    vec_env = make_vec_env(env_id, n_envs=2, seed=0)
+    observations = vec_env.reset()
+    assert vec_env.num_envs == 2 and observations is not None
+    vec_env.step(np.stack([vec_env.action_space.sample() for _ in range(2)]))
+    vec_env.close()
+    policy = "MultiInputPolicy" if isinstance(gym.make(env_id).observation_space, gym.spaces.Dict) else "MlpPolicy"
+    model = PPO(policy, env_id, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(16)
+    assert model.num_timesteps >= 16
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_stepping_past_the_end_of_an_episode_asks_for_reset(env_id: str) -> None:
+    env = gym.make(env_id).unwrapped  # without TimeLimit: only the env's own ends (the arm has none)
+    env.reset(seed=0)
+    for action in _actions(env_id, 2000):
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    else:
+        assert env_id.startswith("rlopt/ArmReach"), "no episode ended within 2000 random steps"
+        return
+    with pytest.raises(gym.error.ResetNeeded, match="reset"):
+        env.step(env.action_space.sample())
+    env.reset(seed=1)
+    env.step(env.action_space.sample())  # a reset clears it
+
+
+@pytest.mark.parametrize("env_id", ["rlopt/GridGame-DoorKey-5x5-v0", "rlopt/MathReasoning-v0"])
+def test_seeds_of_any_size_and_bad_seed_types(env_id: str) -> None:
+    """Gymnasium takes any non-negative int as a seed: one of 2**64 or more reproduces its start, is told apart from
+    its value modulo 2**64, and does not disturb the seeds below 2**64."""
+
+    def start(seed: int) -> np.ndarray:
+        return _flatten(gym.make(env_id).reset(seed=seed)[0])
+
+    huge = 2**64 + 12345
+    np.testing.assert_array_equal(start(huge), start(huge))
+    np.testing.assert_array_equal(start(2**70), start(2**70))
+    assert any(not np.array_equal(start(huge + k), start(12345 + k)) for k in range(5))
+    vector = gym.make_vec(env_id, num_envs=2)
+    batch = vector.reset(seed=[huge, 7])[0]
+    first = {key: value[0] for key, value in batch.items()} if isinstance(batch, dict) else batch[0]
+    np.testing.assert_array_equal(_flatten(first), start(huge))
+    for bad in (1.5, "abc", -1):
+        with pytest.raises(ValueError, match="seed"):
+            vector.reset(seed=bad)
 
 
 def test_unknown_id_lists_rlopt_ids() -> None:

@@ -228,7 +228,7 @@ def _solve(env: gym.Env) -> tuple[list[int], float, bool, dict]:
 @pytest.mark.parametrize("env_id", SOLVER_IDS)
 def test_scripted_solver_reaches_the_goal(env_id: str) -> None:
     env = gym.make(env_id)
-    max_steps = env.spec.max_episode_steps
+    max_steps = _core(env).max_steps
     for seed in range(40):
         env.reset(seed=seed)
         actions, reward, terminated, info = _solve(env)
@@ -281,6 +281,44 @@ def test_truncation_at_max_steps() -> None:
     for step in range(1, 5):
         _, _, truncated, _ = core.step(np.full(3, Actions.left), None)
         assert truncated.all() == (step == 4)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "steps"),
+    [("rlopt/GridGame-Empty-5x5-v0", 100), ("rlopt/GridGame-DoorKey-8x8-v0", 640), ("rlopt/GridGame-Lava-7x7-v0", 196)],
+)
+def test_the_env_applies_its_own_time_limit(env_id: str, steps: int) -> None:
+    """Like Minigrid, no TimeLimit wrapper: max_steps= moves the limit and the reward's budget together, for the single
+    and the vector env, and the size moves Minigrid's default limit."""
+    from rlopt.vector import episode_step_limit
+
+    assert gym.spec(env_id).max_episode_steps is None
+    assert _core(gym.make(env_id)).max_steps == steps == episode_step_limit(env_id)
+    assert episode_step_limit(env_id, {"max_steps": 7}) == 7
+    assert _core(gym.make("rlopt/GridGame-v0", size=8)).max_steps == 640  # doorkey: 10 * size**2
+    env = gym.make("rlopt/GridGame-Empty-5x5-v0", max_steps=150)
+    env.reset(seed=0)
+    for step in range(1, 151):
+        _, _, terminated, truncated, _ = env.step(Actions.done)
+        assert not terminated and truncated == (step == 150)
+    vector = gym.make_vec("rlopt/GridGame-Empty-5x5-v0", num_envs=2, max_steps=150)
+    vector.reset(seed=0)
+    for step in range(1, 151):
+        _, _, _, truncated, _ = vector.step(np.full(2, Actions.done))
+        assert truncated.all() == (step == 150) and truncated.any() == (step == 150)
+
+
+def test_a_goal_on_the_last_step_is_terminated_only() -> None:
+    """Departure 3 of the module docstring, through gymnasium.make: the goal reached on the step that uses up the
+    budget is a termination, not also a truncation (a registered TimeLimit used to set both)."""
+    env = gym.make("rlopt/GridGame-Empty-5x5-v0")
+    env.reset(seed=0)
+    # 95 no-ops, then right, right, turn, right, right: the goal (3, 3) from (1, 1) facing right on step 100
+    actions = [Actions.done] * 95 + [Actions.forward, Actions.forward, Actions.right, Actions.forward, Actions.forward]
+    for action in actions:
+        _, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated and info["is_success"]
+    assert reward == pytest.approx(1 - 0.9 * 100 / 100)
 
 
 def test_vector_env_truncates_and_autoresets() -> None:
