@@ -282,6 +282,38 @@ def _select_info(info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _restarted_info(
+    info: dict[str, Any], reset_info: dict[str, Any], restart: np.ndarray, num_envs: int
+) -> dict[str, Any]:
+    """Gymnasium's layout for envs reset inside ``step`` (autoreset): like ``SyncVectorEnv``, their entries are their
+    reset info (``reset_info``: arrays over ``restart``), and every other key is masked off for them."""
+
+    def masked_off(part: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in part.items():
+            if isinstance(value, dict):
+                out[key] = masked_off(value)
+            elif key.startswith("_"):
+                out[key] = np.asarray(value, dtype=bool).copy()
+                out[key][restart] = False
+            else:
+                out[key] = value
+        return out
+
+    out = masked_off(info)
+    for key, value in reset_info.items():
+        value = np.asarray(value)
+        full = np.zeros((num_envs, *value.shape[1:]), dtype=value.dtype)
+        present = np.zeros(num_envs, dtype=bool)
+        if key in out:  # a key that the step reports too: its other envs keep their step values
+            full[:] = out[key]
+            present = out[f"_{key}"]
+        full[restart] = value
+        present[restart] = True
+        out[key], out[f"_{key}"] = full, present
+    return out
+
+
 class BatchedVectorEnv(VectorEnv):
     """A Gymnasium vector env over a :class:`BatchedCore`. Subclasses set ``core_class``.
 
@@ -406,6 +438,7 @@ class BatchedVectorEnv(VectorEnv):
                 restart = np.flatnonzero(waiting)
                 self.core.reset_envs(restart)
                 self.elapsed_steps[restart] = 0
+                vector_info = _restarted_info(vector_info, self.core.reset_info(restart), restart, self.num_envs)
             self._done = ended
             observation = self.core.observe()
         elif self.autoreset_mode == AutoresetMode.SAME_STEP:
@@ -415,12 +448,15 @@ class BatchedVectorEnv(VectorEnv):
                 final_obs = np.full(self.num_envs, None, dtype=object)
                 for i in restart:
                     final_obs[i] = _index_observation(observation, i)
-                vector_info["final_info"] = _select_info(vector_info, ended)
+                final_info = _select_info(vector_info, ended)
+                self.core.reset_envs(restart)
+                self.elapsed_steps[restart] = 0
+                # the top level holds the new episodes' reset info for these envs, the step's info is in final_info
+                vector_info = _restarted_info(vector_info, self.core.reset_info(restart), restart, self.num_envs)
+                vector_info["final_info"] = final_info
                 vector_info["_final_info"] = ended
                 vector_info["final_obs"] = final_obs
                 vector_info["_final_obs"] = ended
-                self.core.reset_envs(restart)
-                self.elapsed_steps[restart] = 0
                 observation = self.core.observe()
         else:  # DISABLED: finished envs stay frozen until reset(options={"reset_mask": ...})
             self._last_terminated |= terminated

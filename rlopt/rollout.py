@@ -362,12 +362,20 @@ class StepCollector:
             truncated_list.append(truncated)
             self.running_return += reward
             self.running_length += 1
-            for term, term_values in info.get("reward_terms", {}).items():
-                if not term.startswith("_"):
-                    self.running_terms.setdefault(term, np.zeros(self.num_envs))
-                    self.running_terms[term] += term_values
-            final_value = np.zeros(self.num_envs, dtype=np.float32)
             ended = terminated | truncated
+            # an env that ended has its last step's terms in final_info (its top-level entries are the new
+            # episode's reset info, Gymnasium's SAME_STEP layout)
+            step_terms = info.get("reward_terms", {})
+            final_terms = info.get("final_info", {}).get("reward_terms", {}) if ended.any() else {}
+            for term in [*step_terms, *(name for name in final_terms if name not in step_terms)]:
+                if term.startswith("_"):
+                    continue
+                term_values = np.asarray(step_terms.get(term, 0.0), dtype=np.float64)
+                if term in final_terms:
+                    term_values = np.where(ended & final_terms[f"_{term}"], final_terms[term], term_values)
+                self.running_terms.setdefault(term, np.zeros(self.num_envs))
+                self.running_terms[term] += term_values
+            final_value = np.zeros(self.num_envs, dtype=np.float32)
             if ended.any():
                 final_info = info.get("final_info", {})
                 success = success_signal(final_info, self.num_envs)

@@ -95,6 +95,47 @@ def test_single_env_and_vector_env_agree_step_for_step(env_id: str) -> None:
             pending_reset[i] = te or tr
 
 
+def _info_entries(info: dict, prefix: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every leaf of a vector info dict as ``{path: (mask, values)}`` (final_obs left out: compared elsewhere)."""
+    out = {}
+    for key, value in info.items():
+        if key.startswith("_") or key == "final_obs":
+            continue
+        if isinstance(value, dict):
+            mask = np.asarray(info.get(f"_{key}"), dtype=bool)
+            for path, (inner, values) in _info_entries(value, f"{prefix}{key}/").items():
+                out[path] = (inner & mask, values)
+        else:
+            out[prefix + key] = (np.asarray(info[f"_{key}"], dtype=bool), np.asarray(value))
+    return out
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("env_id", ["rlopt/MathReasoning-v0", "rlopt/GridGame-Lava-7x7-v0"])
+def test_autoreset_info_has_gymnasiums_layout(env_id: str, mode: AutoresetMode) -> None:
+    """Against Gymnasium's own SyncVectorEnv over single envs: on an autoreset step an env's top-level info is its
+    reset info (the math env's prompt_length), the step's info sits in final_info (SAME_STEP) or was given the step
+    before (NEXT_STEP), and every key's mask and masked-in values agree."""
+    seeds, num_envs = [3, 4, 5], 3
+    native = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=mode)
+    reference = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}
+    )
+    native.reset(seed=seeds)
+    reference.reset(seed=seeds)
+    restarts = 0
+    for actions in _actions(env_id, 300, num_envs):
+        *_, terminated, truncated, info = native.step(actions)
+        *_, info_reference = reference.step(actions)
+        restarts += int((terminated | truncated).sum())
+        entries, expected = _info_entries(info), _info_entries(info_reference)
+        assert set(entries) == set(expected)
+        for path, (mask, values) in expected.items():
+            np.testing.assert_array_equal(entries[path][0], mask, err_msg=path)
+            np.testing.assert_allclose(entries[path][1][mask], values[mask], rtol=1e-6, err_msg=path)
+    assert restarts >= 3
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_vector_reset_accepts_seed_list_and_reproduces_slots(env_id: str) -> None:
     vector = gym.make_vec(env_id, num_envs=4)

@@ -262,3 +262,38 @@ def test_episode_gae_bootstraps_cut_episodes_but_not_terminated_ones() -> None:
     #            A_2 = 1, A_1 = 0 + 0.25 * 1 = 0.25, A_0 = -0.5 + 0.25 * 0.25 = -0.4375
     torch.testing.assert_close(advantages, torch.tensor([[0.75, 1.0, 0.0], [-0.4375, 0.25, 1.0]]))
     torch.testing.assert_close(returns, torch.tensor([[1.75, 2.0, 0.0], [1.5625, 1.25, 3.0]]))
+
+
+class _RandomArmPolicy:
+    """Seeded random torques and a zero value: enough for the collector."""
+
+    def __init__(self, links: int) -> None:
+        self.links, self.generator = links, torch.Generator().manual_seed(0)
+
+    def act(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        count = observation.shape[0]
+        return torch.rand(count, self.links, generator=self.generator) * 2 - 1, torch.zeros(count)
+
+    def value(self, observation: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(observation.shape[0])
+
+
+@pytest.mark.parametrize("vectorization_mode", ["vector_entry_point", "sync"])
+def test_episode_reward_terms_include_the_last_step(vectorization_mode: str) -> None:
+    """The arm's reward is the sum of its two terms at every step, so each episode's term sums must add up to its
+    return, the step that ended it included. That step's terms are in final_info: on an autoreset step the top-level
+    info is the new episode's (Gymnasium's SyncVectorEnv leaves them out there altogether)."""
+    from gymnasium.vector import AutoresetMode
+
+    from rlopt.rollout import StepCollector
+
+    if vectorization_mode == "sync":
+        options = {"vector_kwargs": {"autoreset_mode": AutoresetMode.SAME_STEP}}
+    else:
+        options = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    env = gym.make_vec("rlopt/ArmReach-v0", num_envs=2, vectorization_mode=vectorization_mode, **options)
+    collector = StepCollector(env, torch.device("cpu"), seed=0)
+    rollout = collector.collect(_RandomArmPolicy(2), 120)
+    assert len(rollout.episode_returns) == 4  # 50-step episodes end at steps 50 and 100 in both envs
+    totals = np.add(rollout.reward_terms["distance"], rollout.reward_terms["control"])
+    np.testing.assert_allclose(totals, rollout.episode_returns, rtol=1e-6)
