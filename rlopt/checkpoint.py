@@ -36,19 +36,29 @@ class CheckpointError(ValueError):
 
 
 def _check_safetensors(path: Path) -> None:
-    """Refuse anything that is not a safetensors file (pickles, zip archives from torch.save) before reading it."""
+    """Refuse anything that is not a safetensors file (pickles, zip archives from torch.save) before reading it.
+
+    A safetensors file starts with its JSON header's length (8 bytes, little-endian), then the header, which opens
+    with ``{``. That layout is checked first: the length's low byte can itself be 0x80 (a header of 3,200 bytes),
+    which alone would look like a pickle's opcode, so the pickle and zip signatures are only looked for in files
+    that are not laid out as safetensors.
+    """
     try:
         with open(path, "rb") as handle:
             head = handle.read(9)
+        size = path.stat().st_size
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
+    if len(head) == 9 and head[8:9] == b"{":
+        if 0 < int.from_bytes(head[:8], "little") <= size - 8:
+            return
+        raise CheckpointError(f"{path} is not a safetensors file (corrupt or cut short: its header runs past its end)")
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(
             f"{path} is a pickle/torch.save file; rlopt refuses to load pickled objects (they can run code). "
             "Convert the weights to safetensors or point at an rlopt checkpoint folder."
         )
-    if len(head) < 9 or head[8:9] != b"{":
-        raise CheckpointError(f"{path} is not a safetensors file (corrupt or cut short)")
+    raise CheckpointError(f"{path} is not a safetensors file (corrupt or cut short)")
 
 
 def save_checkpoint(

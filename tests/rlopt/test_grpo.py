@@ -376,6 +376,28 @@ def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
     (checkpoint / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError, match="corrupt"):
         api.load_policy(checkpoint)
+    (checkpoint / "model.safetensors").write_bytes(b"\x80\x0c\x00\x00\x00\x00\x00\x00{")  # claims 3,200 bytes
+    with pytest.raises(CheckpointError, match="cut short"):
+        api.load_policy(checkpoint)
+
+
+def test_a_safetensors_header_whose_length_starts_with_0x80_loads(tmp_path: Path) -> None:
+    """A header of 3,200 (0x0c80) bytes makes the file's first byte 0x80, a pickle's first opcode: such a checkpoint
+    (rlopt PPO's math transformer from an SFT start had one) must load, not be refused as a pickle."""
+    from safetensors.torch import load_file, save_file
+
+    from rlopt.checkpoint import _check_safetensors
+
+    path = tmp_path / "weights.safetensors"
+    for pad in range(200):  # tensor names lengthen the JSON header until its length's low byte is 0x80
+        tensors = {f"w{'x' * pad}_{index}": torch.zeros(2) for index in range(40)}
+        save_file(tensors, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no header length with a low byte of 0x80 was produced")
+    _check_safetensors(path)
+    assert set(load_file(str(path))) == set(tensors)
 
 
 def test_step_advantages_learn_on_the_arm(tmp_path: Path) -> None:
