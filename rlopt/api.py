@@ -95,8 +95,12 @@ def run_training(
     return summary
 
 
-def resume(run_dir: str | Path, total_steps: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """Continue the run in ``run_dir`` from its latest checkpoint (optionally to a new ``total_steps``)."""
+def resume(
+    run_dir: str | Path, total_steps: int | None = None, progress: bool | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Continue the run in ``run_dir`` from its latest checkpoint with the settings it was started with, optionally
+    to a new ``total_steps`` (above the checkpoint's step; it becomes the run's budget) and with or without a
+    progress bar."""
     from rlopt.session import load_run_config
 
     run_dir = Path(run_dir)
@@ -108,7 +112,16 @@ def resume(run_dir: str | Path, total_steps: int | None = None) -> tuple[Any, di
     values["logdir"] = str(run_dir.parent)
     values["run_name"] = run_dir.name
     if total_steps is not None:
+        from rlopt.checkpoint import STATE_FILE, resolve_checkpoint
+
+        done = int(read_json(resolve_checkpoint(run_dir) / STATE_FILE)["step"])
+        if total_steps <= done:
+            raise ConfigError(
+                f"{run_dir} is at {done} env steps already (its latest checkpoint); pass a --total-steps above that"
+            )
         values["total_steps"] = total_steps
+    if progress is not None:
+        values["progress"] = progress
     config = config_class(algo).from_dict(values)
     if is_finished(run_dir) and total_steps is None:
         raise ConfigError(f"{run_dir} already finished its {config.total_steps} steps; pass --total-steps to extend")
@@ -166,13 +179,16 @@ def evaluate(
     folder is evaluated through SB3's loader (:func:`rlopt.sb3_ppo.evaluate_run`)."""
     from rlopt.checkpoint import load_checkpoint
     from rlopt.evaluation import Evaluator
-    from rlopt.session import policy_from_checkpoint
+    from rlopt.session import policy_from_checkpoint, resolve_device
 
     run_dir = _sb3_run_folder(checkpoint)
     if run_dir is not None:
         from rlopt.sb3_ppo import evaluate_run
 
+        device = str(resolve_device(device))
+
         return evaluate_run(run_dir, env_id, episodes, env_kwargs, device)
+    device = str(resolve_device(device))
     state, _, _ = load_checkpoint(checkpoint)
     env_id = env_id or state["env_id"]
     env_kwargs = state.get("config", {}).get("env_kwargs", {}) if env_kwargs is None else env_kwargs

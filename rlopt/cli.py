@@ -182,7 +182,7 @@ def _train_parser(algo: str) -> argparse.ArgumentParser:
 def _cmd_train(argv: list[str]) -> int:
     from rlopt.api import make_config, resume, train
 
-    probe = argparse.ArgumentParser(add_help=False)
+    probe = argparse.ArgumentParser(prog="rlopt train", add_help=False)
     probe.add_argument("--algo", choices=ALGO_CHOICES, default="grpo")
     known, _ = probe.parse_known_args(argv)
     parser = _train_parser(known.algo)
@@ -198,7 +198,23 @@ def _cmd_train(argv: list[str]) -> int:
 
         torch.set_num_threads(threads)
     if resume_dir:
-        _, summary = resume(resume_dir, total_steps=args.get("total_steps"))
+        # a resumed run keeps the settings it was started with (config.json): an option given along would be
+        # silently ignored, so it is refused instead
+        ignored = [
+            name
+            for name, value in [("preset", preset), *args.items()]
+            if name not in ("total_steps", "progress") and value != parser.get_default(name)
+        ]
+        if any(token == "--algo" or token.startswith("--algo=") for token in argv):
+            ignored.insert(0, "algo")
+        if ignored:
+            given = ", ".join("--env" if name == "env_id" else "--" + name.replace("_", "-") for name in ignored)
+            parser.error(
+                f"--resume continues a run with the settings it was started with; only --total-steps, "
+                f"--[no-]progress and --torch-threads can be given with it, got {given}. Start a new run to change "
+                "them."
+            )
+        _, summary = resume(resume_dir, total_steps=args.get("total_steps"), progress=args.get("progress"))
     else:
         env_id = args.pop("env_id", "rlopt/GridGame-Empty-5x5-v0")
         config = make_config(algo, env_id, preset=preset == "auto", **args)
@@ -243,7 +259,9 @@ def _cmd_eval(argv: list[str]) -> int:
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
     result = evaluate(args.checkpoint, args.env_id, args.episodes, env_kwargs=args.env_kwargs, device=args.device)
-    print(json.dumps(result, indent=2))
+    # strict JSON, like summary.json: a NaN (an env that reports no success) is written as null
+    result = {key: None if isinstance(value, float) and value != value else value for key, value in result.items()}
+    print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
 
@@ -325,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv[:1])
     try:
         if args.command == "envs":
+            argparse.ArgumentParser(prog="rlopt envs", description="List the registered rlopt/... ids.").parse_args(
+                argv[1:]
+            )
             return _cmd_envs(argparse.Namespace())
         handler = {
             "train": _cmd_train,

@@ -45,7 +45,10 @@ def check_range(
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
-    """Raise :class:`ConfigError` unless ``low <= value <= high`` (bounds open where asked)."""
+    """Raise :class:`ConfigError` unless ``low <= value <= high`` (bounds open where asked) and ``value`` is finite
+    (an infinite rate or coefficient only fails later, as a non-finite loss)."""
+    if value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
     if below or above or value != value:  # value != value catches NaN

@@ -69,6 +69,39 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"{path} is not valid JSON ({error}); the file is corrupt or was cut short") from None
 
 
+def create_run_folder(logdir: str | os.PathLike[str], name: str, numbered: bool) -> Path:
+    """Make the folder of a new run, ``logdir/name``, and return it; nothing that exists is written into.
+
+    A folder that exists and is not empty holds another run (its config, checkpoints and curves would be mixed with
+    this one's, and a later ``--resume`` or ``--init`` would read the wrong run), so it is refused, unless
+    ``numbered`` (a default, time-stamped name: two runs started in the same second with the same env, algo and
+    seed), where ``name-2``, ``name-3``, ... is used instead. ``mkdir`` without ``exist_ok`` claims a name atomically,
+    so runs started together in several processes cannot share one.
+
+    Raises:
+        ConfigError: ``logdir/name`` holds another run (or ``logdir`` is not a folder); the message says what to do.
+    """
+    from rlopt.config import ConfigError
+
+    root = Path(logdir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the log folder {root} is a file; pass a folder as the logdir")
+    for attempt in range(1, 1000):
+        path = root / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            if path.is_dir() and not any(path.iterdir()):
+                return path  # an empty folder made for the run beforehand
+            if not numbered:
+                raise ConfigError(
+                    f"{path} already holds a run; continue it with --resume {path} (api.resume), or choose another "
+                    "--run-name (or delete the folder)"
+                ) from None
+    raise ConfigError(f"{root} holds runs {name} to {name}-999; choose another --run-name")
+
+
 def remove_if_only_config(run_dir: str | os.PathLike[str]) -> bool:
     """Remove ``run_dir`` when it holds nothing but its config.json: a run that failed before writing anything else
     (a bad ``--init``, an env that cannot be built) leaves no empty run behind. Returns whether it was removed."""

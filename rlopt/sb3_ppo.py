@@ -513,12 +513,15 @@ def train(config: SB3PPOConfig) -> tuple[PPO, dict[str, Any]]:
     """
     if not isinstance(config, SB3PPOConfig):
         raise TypeError(f"train needs an SB3PPOConfig, got {type(config).__name__}; build one with preset_config")
+    from rlopt.session import resolve_device
+    from rlopt.vector import env_kwargs_checked, env_spec
+
     start = time.perf_counter()
-    run_dir = Path(config.logdir) / (config.run_name or runs.run_name(config.env_id, ALGO, config.seed))
-    if (run_dir / runs.SUMMARY_FILE).exists() or any(run_dir.glob("events.out.tfevents.*")):
-        # A second run's events in the same folder would interleave with the first one's curves.
-        raise FileExistsError(f"{run_dir} already holds a run; choose another run_name or delete the folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    env_spec(config.env_id)  # an unknown id gets rlopt's message (close ids), before any folder is made
+    if config.device != "auto":
+        resolve_device(config.device)  # SB3 would fall back to the CPU without a word where CUDA is missing
+    name = config.run_name or runs.run_name(config.env_id, ALGO, config.seed)
+    run_dir = runs.create_run_folder(config.logdir, name, numbered=config.run_name is None)
     versions = {**runs.versions(), "stable_baselines3": stable_baselines3.__version__}
     runs.write_json_atomic(
         run_dir / runs.CONFIG_FILE,
@@ -526,7 +529,8 @@ def train(config: SB3PPOConfig) -> tuple[PPO, dict[str, Any]]:
     )
 
     try:
-        vec_env, normalizer, float_observations = _build_env(config)
+        with env_kwargs_checked(config.env_id):
+            vec_env, normalizer, float_observations = _build_env(config)
     except BaseException:
         runs.remove_if_only_config(run_dir)  # as rlopt's trainers do: a failed start leaves no empty run
         raise

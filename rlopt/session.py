@@ -22,6 +22,7 @@ from rlopt.logger import RunLogger
 from rlopt.runs import (
     CONFIG_FILE,
     SUMMARY_FILE,
+    create_run_folder,
     peak_rss_mb,
     read_json,
     remove_if_only_config,
@@ -41,6 +42,10 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} was asked for but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: rlopt is built and tested on CPU and CUDA
+        raise ConfigError(f"device={name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -74,8 +79,15 @@ def policy_from_checkpoint(
         env = gym.make(state["env_id"], **state.get("config", {}).get("env_kwargs", {}))
         observation_space, action_space = env.observation_space, env.action_space
         env.close()
-    policy = make_policy(PolicySpec.from_dict(state["policy_spec"]), observation_space, action_space)
-    policy.load_state_dict(model_state)
+    try:
+        policy = make_policy(PolicySpec.from_dict(state["policy_spec"]), observation_space, action_space)
+        policy.load_state_dict(model_state)
+    except (TypeError, ValueError, RuntimeError) as error:  # load_state_dict reports mismatched shapes as RuntimeError
+        raise ConfigError(
+            f"the checkpoint {path} was trained on {state['env_id']} and does not fit observations {observation_space} "
+            f"and actions {action_space}; evaluate or continue it on an env like the one it was trained on "
+            f"({str(error).splitlines()[0]})"
+        ) from None
     return policy.to(device), state
 
 
@@ -86,7 +98,10 @@ def build_policy(
     checkpoint (its architecture wins; a critic is added or dropped as the algorithm needs)."""
     if not config.init:
         spec = config.policy_spec(value_head=value_head, shared_trunk=shared_trunk)
-        return make_policy(spec, observation_space, action_space), spec
+        try:
+            return make_policy(spec, observation_space, action_space), spec
+        except TypeError as error:  # an architecture that cannot read this env's observations, say which
+            raise ConfigError(str(error)) from None
     initial, state = policy_from_checkpoint(config.init, observation_space, action_space)
     spec = dataclasses.replace(
         PolicySpec.from_dict(state["policy_spec"]), value_head=value_head, shared_trunk=shared_trunk and value_head
@@ -141,8 +156,12 @@ class TrainingSession:
         self.last_checkpoint_step = 0
         self.last_eval_result: EvalResult | None = None  # of the evaluation at last_eval_step, in this process
         self.resume = resume
+        self.logger: RunLogger | None = None
+        # built before the run folder: a bad env id or env kwargs leaves nothing behind
+        self.evaluator = Evaluator(config.env_id, config.eval_episodes, config.env_kwargs, device=self.device)
+        self.progress: tqdm | None = None
         if not resume:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir = create_run_folder(config.logdir, name, numbered=config.run_name is None)
             write_json_atomic(
                 self.run_dir / CONFIG_FILE,
                 {
@@ -153,9 +172,6 @@ class TrainingSession:
                     "versions": versions(),
                 },
             )
-        self.logger: RunLogger | None = None
-        self.evaluator = Evaluator(config.env_id, config.eval_episodes, config.env_kwargs, device=self.device)
-        self.progress: tqdm | None = None
 
     # --- resuming ---
 
@@ -179,7 +195,12 @@ class TrainingSession:
         # a resumed run drops the events logged after its checkpoint: those at steps above it (TensorBoard purges
         # from purge_step on; the checkpoint's own step was logged, evaluation included, before it was saved)
         self.logger = RunLogger(self.run_dir, purge_step=self.env_steps + 1 if self.resume else None)
-        if not self.resume:
+        if self.resume:
+            # the checkpoint was read: a new total_steps becomes the run's budget, for a later plain --resume too
+            # (the versions recorded stay those the run started with)
+            record = read_json(self.run_dir / CONFIG_FILE)
+            write_json_atomic(self.run_dir / CONFIG_FILE, {**record, "config": self.config.to_dict()})
+        else:
             self.logger.hyperparameters(
                 {**hyperparameters, "algo": self.algo, "num_parameters": count_parameters(policy)},
                 {"eval/mean_reward": 0.0, "eval/success_rate": 0.0},

@@ -171,7 +171,7 @@ def train_sft(config: SFTConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
 def _check_env(config: SFTConfig) -> None:
     try:
         env = make_vector_env(config.env_id, 1, AutoresetMode.DISABLED, config.env_kwargs)
-    except TypeError as error:  # an env that takes no level / problem_file argument is no math env
+    except (TypeError, ConfigError) as error:  # an env that takes no level / problem_file argument is no math env
         raise ConfigError(
             f"env_id={config.env_id!r} cannot be made with {config.env_kwargs} ({error}); SFT needs a math reasoning "
             f"env such as {MATH_ENV_ID}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -9,6 +11,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers the rlopt/... ids)
+from rlopt.config import ConfigError
 
 
 def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -26,6 +29,20 @@ def is_batched(env_id: str) -> bool:
     return isinstance(entry_point, str) and entry_point.startswith("envs.")
 
 
+@contextlib.contextmanager
+def env_kwargs_checked(env_id: str) -> Iterator[None]:
+    """Turn an env constructor's "unexpected keyword argument" TypeError into a ConfigError that names the env."""
+    try:
+        yield
+    except TypeError as error:
+        if "keyword argument" not in str(error):
+            raise
+        raise ConfigError(
+            f"{env_id} does not take one of the env kwargs given ({error}); `rlopt envs` and the "
+            "README's environment section list each env's kwargs"
+        ) from None
+
+
 def make_vector_env(
     env_id: str,
     num_envs: int,
@@ -38,7 +55,13 @@ def make_vector_env(
     rlopt's ids use their batched core (one numpy implementation over all envs); any other id is wrapped in
     Gymnasium's ``SyncVectorEnv`` (its own ``vector_entry_point``, e.g. CartPole's, may not support every mode).
     """
-    env_kwargs = dict(env_kwargs or {})
+    with env_kwargs_checked(env_id):
+        return _make_vector_env(env_id, num_envs, autoreset_mode, dict(env_kwargs or {}), render_mode)
+
+
+def _make_vector_env(
+    env_id: str, num_envs: int, autoreset_mode: AutoresetMode, env_kwargs: dict[str, Any], render_mode: str | None
+) -> gym.vector.VectorEnv:
     if render_mode is not None:
         env_kwargs["render_mode"] = render_mode
     if is_batched(env_id):
@@ -121,7 +144,8 @@ def episode_step_limit(env_id: str, env_kwargs: dict[str, Any] | None = None, de
     limit = kwargs.get("max_episode_steps", spec.max_episode_steps)
     if not limit and env_id.startswith("rlopt/"):
         kwargs.pop("max_episode_steps", None)
-        env = gym.make(env_id, **kwargs)
+        with env_kwargs_checked(env_id):
+            env = gym.make(env_id, **kwargs)
         limit = env.unwrapped.core.step_limit
         env.close()
     return int(limit) if limit else default

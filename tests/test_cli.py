@@ -94,6 +94,22 @@ def _train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert config["config"]["hidden_sizes"] == [32, 32] and config["config"]["num_prompts"] == 4
     assert main(["eval", str(tmp_path / "cli"), "--episodes", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 3
+    # the same run name again: refused, the run is untouched
+    saved = (tmp_path / "cli" / "config.json").read_bytes()
+    base = ["train", "--env", "rlopt/GridGame-Empty-5x5-v0", "--logdir", str(tmp_path), "--run-name", "cli"]
+    assert main([*base, "--total-steps", "300", "--no-progress"]) == 2
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert main([*base[:2], "rlopt/NoSuchEnv-v0", *base[3:]]) == 2
+    assert (tmp_path / "cli" / "config.json").read_bytes() == saved
+    # --resume keeps the run's settings: any option but the budget, the progress bar and threads is refused
+    run = str(tmp_path / "cli")
+    for extra in (["--learning-rate", "0.5"], ["--env", "CartPole-v1"], ["--algo", "ppo"], ["--seed", "3"]):
+        with pytest.raises(SystemExit):
+            main(["train", "--resume", run, "--total-steps", "2000", *extra])
+        assert "only --total-steps" in capsys.readouterr().err
+    assert (tmp_path / "cli" / "config.json").read_bytes() == saved
+    assert main(["train", "--resume", run, "--total-steps", "2000", "--no-progress", "--torch-threads", "1"]) == 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["config"]["total_steps"] == 2000
 
 
 def test_bad_values_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,3 +123,42 @@ def test_bad_values_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "--torch-threads must be at least 1" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nothing-here")]) == 2
     assert "no rlopt checkpoint" in capsys.readouterr().err
+    empty_room = ["train", "--env", "rlopt/GridGame-Empty-5x5-v0", "--logdir", str(tmp_path), "--no-progress"]
+    for extra, message in (
+        (["--env-kwargs", '{"nope": 1}'], "does not take one of the env kwargs"),
+        (["--architecture", "transformer"], "needs a 1-D integer token observation space"),
+        (["--device", "mps"], "device='mps' is not supported"),
+        (["--learning-rate", "inf"], "learning_rate=inf must be a finite number"),
+    ):
+        assert main([*empty_room, *extra]) == 2, extra
+        assert message in capsys.readouterr().err
+    assert main(["train", "--algo", "sb3_ppo", "--env", "rlopt/NoSuchEnv-v0", "--logdir", str(tmp_path)]) == 2
+    assert "unknown environment id" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no failed start left a folder behind
+
+
+def test_eval_prints_strict_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An env without a success signal (CartPole) has a NaN success rate: printed as null, as in summary.json."""
+    from rlopt import api
+
+    monkeypatch.setattr(api, "evaluate", lambda *args, **kwargs: {"eval/success_rate": float("nan"), "episodes": 3})
+    assert main(["eval", "some-run"]) == 0
+    assert json.loads(capsys.readouterr().out, parse_constant=pytest.fail) == {
+        "eval/success_rate": None,
+        "episodes": 3,
+    }
+
+
+def test_the_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python API block, verbatim but for shorter budgets, run from a scratch folder."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    short = block.replace("total_steps=20_000", "total_steps=1_000").replace("total_steps=40_000", "total_steps=12_000")
+    assert short != block and "episodes=100" in short
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        exec(compile(short.replace("episodes=100", "episodes=2"), "README.md", "exec"), {})
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list((tmp_path / "runs").iterdir())) == 1

@@ -338,6 +338,35 @@ def test_a_failed_start_leaves_no_run_folder_and_a_failed_run_keeps_its_own(tmp_
     assert (tmp_path / "run" / "config.json").is_file() and list((tmp_path / "run").glob("events.out.tfevents.*"))
 
 
+def test_an_existing_run_folder_is_never_written_into(tmp_path: Path, monkeypatch) -> None:
+    """A second run under the same name is refused and leaves the first untouched; a default (time-stamped) name
+    that is taken gets a numbered sibling; a bad env kwarg fails before any folder is made."""
+    _, first = api.train(_small(tmp_path, total_steps=500))
+    saved = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
+    unknown_env = dataclasses.replace(_small(tmp_path, total_steps=500), env_id="rlopt/NoSuchEnv-v0")
+    for config in (_small(tmp_path, total_steps=500), unknown_env):
+        with pytest.raises((ConfigError, ValueError)):
+            api.train(config)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()} == saved
+    with pytest.raises(ConfigError, match="does not take"):
+        api.train(_small(tmp_path / "other", env_kwargs={"nope": 1}))
+    assert not (tmp_path / "other").exists()
+
+    monkeypatch.setattr("rlopt.session.run_name", lambda *args: "same-second")
+    folders = [api.train(_small(tmp_path, total_steps=500, run_name=None))[1]["run_dir"] for _ in range(2)]
+    assert [Path(folder).name for folder in folders] == ["same-second", "same-second-2"]
+
+
+def test_resume_extends_the_budget_on_record_and_refuses_a_smaller_one(tmp_path: Path) -> None:
+    _, first = api.train(_small(tmp_path, total_steps=500))
+    with pytest.raises(ConfigError, match="above that"):
+        api.resume(tmp_path / "run", total_steps=first["env_steps"])
+    _, second = api.resume(tmp_path / "run", total_steps=first["env_steps"] + 500)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["config"]["total_steps"] == first["env_steps"] + 500  # a later plain --resume aims there too
+    assert second["env_steps"] >= first["env_steps"] + 500
+
+
 def test_dynamic_sampling_and_variants_run(tmp_path: Path) -> None:
     config = _small(
         tmp_path,

@@ -234,8 +234,10 @@ def test_cartpole_run_logs_sb3_tags_against_env_steps(cartpole_run):
 def test_refuses_to_write_into_a_finished_run(cartpole_run):
     _, _, run_dir = cartpole_run
     config = preset_config("CartPole-v1", total_steps=256, logdir=str(run_dir.parent), run_name=run_dir.name)
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    before = (run_dir / runs.CONFIG_FILE).read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
         train(config)
+    assert (run_dir / runs.CONFIG_FILE).read_bytes() == before
 
 
 def test_checkpoint_reloads_and_evaluation_is_deterministic(cartpole_run):
