@@ -623,6 +623,27 @@ def _hyperparameter_lines(records: Sequence[RunRecord]) -> list[str]:
     return lines + [""]
 
 
+def caveats(records: Sequence[RunRecord]) -> list[str]:
+    """What makes an env x algo row's statistics mean less than they seem: several runs with one seed (they count
+    as separate seeds: a folder of repeated `rlopt train` runs, say) and runs trained for different budgets."""
+    notes = []
+    for env_id in _unique(record.env_id for record in records):
+        for algo in _ordered_algos(records):
+            group = [record for record in records if record.env_id == env_id and record.algo == algo]
+            seeds = [record.seed for record in group]
+            repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+            if repeated:
+                notes.append(
+                    f"{algo} on `{env_id}`: {len(group)} runs but seed(s) {', '.join(map(str, repeated))} appear more "
+                    "than once; each run counts as a seed here, so the intervals overstate the evidence"
+                )
+            recorded = [(record.summary.get("hyperparameters") or {}) for record in group if record.summary]
+            budgets = _unique(str(values.get("total_steps")) for values in recorded)
+            if len(budgets) > 1:
+                notes.append(f"{algo} on `{env_id}`: the runs were trained for different budgets: {', '.join(budgets)}")
+    return notes
+
+
 def _problem_lines(records: Sequence[RunRecord]) -> list[str]:
     problems = [record for record in records if record.status != "finished"]
     if not problems:
@@ -700,6 +721,9 @@ def write_report(
         + "Wall-clock and steps/s were measured with other jobs running alongside.",
         "",
     ]
+    notes = caveats(records)
+    if notes:
+        lines += ["**Caveats:**", "", *(f"- {note}." for note in notes), ""]
     for env_id in env_ids:
         plot = plot_learning_curves(
             records, env_id, plot_dir / f"curves_{runs.env_slug(env_id)}.png", colors, seed=seed
@@ -746,6 +770,7 @@ def write_report(
             "score": records[0].score_tag if records else EVAL_REWARD,  # what `rlopt report` re-makes it with
             "machine": runs.machine_description(),
             "table": rows,
+            "caveats": notes,
             "probability_of_improvement": improvements,
             "runs": [
                 {

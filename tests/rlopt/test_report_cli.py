@@ -280,3 +280,24 @@ def test_help(capsys):
     assert "rlopt report runs/cmp --success-threshold 0.5 " in text  # the example
     assert main(["--help"]) == 0
     assert "report   write a comparison's report again" in capsys.readouterr().out
+
+
+def test_repeated_seeds_and_mixed_budgets_are_flagged(finished_comparison: Path, tmp_path: Path):
+    """A folder of repeated `rlopt train` runs: two grpo runs with seed 0 count as two seeds in the statistics, and
+    the report says so, as it does for runs with different budgets; a clean comparison gets no caveat."""
+    assert "Caveats" not in (finished_comparison / "report.md").read_text()
+    folder = Path(shutil.copytree(finished_comparison / "tb", tmp_path / "tb"))
+    duplicate = folder / "grpo-seed-0-again"
+    shutil.copytree(folder / run_name_for(ENV_ID, "grpo", 0), duplicate)
+    for run_dir, budget in (
+        (folder / run_name_for(ENV_ID, "ppo", 0), 500),
+        (folder / run_name_for(ENV_ID, "ppo", 1), 900),
+    ):
+        summary = runs.read_json(run_dir / runs.SUMMARY_FILE)
+        summary["hyperparameters"]["total_steps"] = budget
+        runs.write_json_atomic(run_dir / runs.SUMMARY_FILE, summary)
+    write_report(load_runs(folder, "eval/success_rate"), tmp_path / "out", 0.9, "ppo", reps=50)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "seed(s) 0 appear more than once" in text and "grpo on `" in text
+    assert "different budgets: 500, 900" in text
+    assert len(runs.read_json(tmp_path / "out" / "summary.json")["caveats"]) == 2
