@@ -3,8 +3,11 @@
 
 Every (env, algo, seed) job trains in its own spawned process (one job per process, so each run's peak memory is
 its own) and writes ``OUT/tb/<env>__<algo>__<seed>/``. A job that raises leaves its traceback in that folder's
-``error.txt`` while the other jobs go on. Running the same command again skips finished runs and redoes the rest,
-so an interrupted comparison resumes where it stopped. See :mod:`rlopt.report` for what the report holds.
+``error.txt`` while the other jobs go on. Every job's config is built and validated before anything starts, so a bad
+``--override`` fails the command at once. Running the same command again keeps the finished runs, resumes
+interrupted ones from their latest checkpoint and trains the rest from scratch, so an interrupted comparison goes
+on where it stopped; runs on disk that were trained with other settings are refused, never mixed in or deleted
+(:func:`plan_jobs`). See :mod:`rlopt.report` for what the report holds.
 """
 
 from __future__ import annotations
@@ -35,10 +38,20 @@ ALGOS = ("grpo", "ppo", "sb3_ppo")
 VARIANT_SEPARATOR = "@"
 _VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 TB_DIR = "tb"
-# Settings each job gets from the comparison itself, which per-algo overrides may not change.
-OWNED_BY_COMPARE = ("env_id", "seed", "total_steps", "logdir", "run_name")
+# Settings each job gets from the comparison itself, which per-algo overrides may not change (progress: workers draw
+# no progress bars, their output would interleave).
+OWNED_BY_COMPARE = ("env_id", "seed", "total_steps", "logdir", "run_name", "progress")
+# Config fields that may differ between a run on disk and this comparison's config for it: where the run folder is
+# (logdir, run_name: a comparison folder that was moved or renamed), whether a progress bar is drawn, and which
+# device trains it (auto, cpu, cuda: a re-run on another machine). None of them changes what is compared; every other
+# field does (a learning rate, a budget, an env kwarg, eval_media, whose rendered episodes are part of the evaluation).
+IGNORED_SETTINGS = ("logdir", "run_name", "progress", "device")
+# Algorithms whose interrupted runs continue from their checkpoint (rlopt.api.train(config, resume=True)); an
+# interrupted stable-baselines3 run cannot, and is trained again.
+RESUMABLE = ("grpo", "ppo")
 
 TrainFn = Callable[..., dict]
+ConfigFn = Callable[..., dict]
 
 
 def base_algo(label: str) -> str:
@@ -189,9 +202,13 @@ def run_name_for(env_id: str, algo: str, seed: int) -> str:
 
 @dataclass(frozen=True)
 class Job:
+    """One (env, entry, seed) run; ``resume``: continue the interrupted run in its folder from its latest checkpoint
+    instead of training from scratch."""
+
     env_id: str
     algo: str
     seed: int
+    resume: bool = False
 
     @property
     def run_name(self) -> str:
@@ -202,6 +219,113 @@ def _default_train_fn() -> TrainFn:
     from rlopt.api import run_training
 
     return run_training
+
+
+def job_config(
+    algo: str,
+    env_id: str,
+    seed: int,
+    total_steps: int,
+    logdir: str,
+    run_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The config, as config.json records it, that :func:`rlopt.api.run_training` (compare's default trainer) trains
+    a job with: what the comparison validates before starting and compares with the runs already on disk.
+
+    Raises:
+        ConfigError: the overrides do not make a valid config (unknown field, value out of range or of the wrong
+            type, bf16 for a policy that is not a token transformer).
+    """
+    from rlopt import api
+
+    overrides = overrides or {}
+    _check_override_types(api.config_class(algo), overrides)
+    # the same call as run_training's, so that the config checked here is the one the worker trains with
+    config = api.make_config(
+        algo,
+        env_id,
+        seed=seed,
+        total_steps=total_steps,
+        logdir=logdir,
+        run_name=run_name,
+        progress=False,
+        **overrides,
+    )
+    _check_precision(config)
+    return config.to_dict()
+
+
+def resume_training(
+    algo: str,
+    env_id: str,
+    seed: int,
+    total_steps: int,
+    logdir: str,
+    run_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Continue the interrupted run ``logdir/run_name`` from its latest checkpoint; the arguments and the returned
+    summary are :func:`rlopt.api.run_training`'s. The run goes on with the config the comparison would train it with
+    (:func:`job_config`), which :func:`plan_jobs` found equal to the run's own but for :data:`IGNORED_SETTINGS`, so a
+    new device or folder location applies."""
+    from rlopt import api
+
+    config = api.make_config(
+        algo,
+        env_id,
+        seed=seed,
+        total_steps=total_steps,
+        logdir=logdir,
+        run_name=run_name,
+        progress=False,
+        **(overrides or {}),
+    )
+    _, summary = api.train(config, resume=True)
+    return summary
+
+
+def _check_override_types(config_class: type, overrides: dict[str, Any]) -> None:
+    """Text where a field takes a number or a boolean (``learning_rate=abc``: not JSON, so read as text) fails deep
+    in a range check with a TypeError that names no field; say which field and what it takes."""
+    defaults = {item.name: item.default for item in fields(config_class) if item.default is not MISSING}
+    for name, value in overrides.items():
+        default = defaults.get(name)
+        if not isinstance(value, str) or default is None or isinstance(default, str):
+            continue
+        if isinstance(default, bool):
+            raise ConfigError(f"{name}={value!r} must be true or false")
+        if isinstance(default, (int, float)):
+            raise ConfigError(f"{name}={value!r} must be a number, e.g. {default}")
+
+
+def _check_precision(config: Any) -> None:
+    """bf16 applies to the token transformer only. The config itself refuses it with architecture=mlp only, because
+    architecture=auto may still load a transformer from --init; the trainer finds out when it builds the policy, in
+    each worker. Decide it here instead, from the architecture or the --init checkpoint's recorded policy."""
+    precision = getattr(config, "precision", "fp32")
+    if precision == "fp32" or config.architecture == "transformer":
+        return
+    if config.init:
+        architecture = _checkpoint_architecture(config.init)
+        if architecture is None or architecture == "transformer":  # unreadable: the worker says what is wrong with it
+            return
+        built = f"the init checkpoint {config.init} holds a {architecture} policy"
+    else:
+        built = f"architecture={config.architecture!r} builds an MLP or grid network, never the transformer"
+    raise ConfigError(
+        f"precision={precision!r} applies to the token transformer only, and {built}; use precision=fp32, or "
+        "architecture=transformer on a token env"
+    )
+
+
+def _checkpoint_architecture(path: str) -> str | None:
+    from rlopt.checkpoint import STATE_FILE, resolve_checkpoint
+
+    try:
+        return str(runs.read_json(resolve_checkpoint(path) / STATE_FILE)["policy_spec"]["architecture"])
+    except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
+        return None
 
 
 def _write_error(run_dir: Path, text: str) -> None:
@@ -221,8 +345,10 @@ def _run_job(
     logdir: str,
     overrides: dict[str, Any],
     torch_threads: int,
+    resume_fn: TrainFn | None = None,
 ) -> dict[str, Any]:
-    """Worker-process body: train one job; any exception becomes ``error.txt`` and a ``failed`` outcome."""
+    """Worker-process body: train one job (with ``resume_fn`` where ``job.resume``: continue it from its checkpoint);
+    any exception becomes ``error.txt`` and a ``failed`` outcome."""
     start = time.perf_counter()
     run_dir = Path(logdir) / job.run_name
     # Parallel jobs share the cores; torch's default (one thread per core in each job) makes them fight. The
@@ -231,7 +357,12 @@ def _run_job(
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)
     try:
-        train = train_fn if train_fn is not None else _default_train_fn()
+        if job.resume:
+            if resume_fn is None:
+                raise RuntimeError(f"{job.run_name} is planned to resume, but no resume function was passed")
+            train = resume_fn
+        else:
+            train = train_fn if train_fn is not None else _default_train_fn()
         summary = train(
             algo=base_algo(job.algo),
             env_id=job.env_id,
@@ -253,61 +384,218 @@ def _run_job(
     return {"status": "finished", "eval/mean_reward": reward, "seconds": time.perf_counter() - start}
 
 
-def _recorded_total_steps(run_dir: Path) -> int | None:
-    try:
-        return int(runs.read_json(run_dir / runs.CONFIG_FILE)["config"]["total_steps"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
+def _json_like(value: Any) -> Any:
+    """``value`` as config.json holds it (tuples become lists), so a config built now compares with a recorded one."""
+    return json.loads(json.dumps(value, default=str))
 
 
-def plan_jobs(config: CompareConfig) -> tuple[list[Job], list[Job]]:
-    """Split the comparison's jobs into (to run, already finished).
+def _setting_text(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _override_text(label: str, name: str, value: Any) -> str:
+    return f"--override {label}.{name}={value if isinstance(value, str) else _setting_text(value)}"
+
+
+def _job_arguments(config: CompareConfig, job: Job) -> dict[str, Any]:
+    """The keyword arguments the job's worker passes to the train (or resume) function."""
+    return {
+        "algo": base_algo(job.algo),
+        "env_id": job.env_id,
+        "seed": job.seed,
+        "total_steps": config.steps_for(job.env_id),
+        "logdir": str(config.tb_dir),
+        "run_name": job.run_name,
+        "overrides": overrides_for_seed(config.overrides.get(job.algo, {}), job.seed),
+    }
+
+
+def _invalid_overrides(config: CompareConfig, job: Job, config_fn: ConfigFn, error: Exception) -> str:
+    """What to change when ``job``'s config cannot be built: the overrides that fail on their own, else all of the
+    entry's overrides (a combination, e.g. batch_size above n_steps * n_envs), else the error alone."""
+
+    def reason(problem: Exception) -> str:
+        hint = " (a value of the wrong type for this field)" if isinstance(problem, TypeError) else ""
+        return f"{problem}{hint}"
+
+    given = config.overrides.get(job.algo, {})
+    arguments = _job_arguments(config, job)
+    culprits = []
+    for name, value in given.items():
+        try:
+            config_fn(**{**arguments, "overrides": overrides_for_seed({name: value}, job.seed)})
+        except Exception as problem:  # noqa: BLE001 (a probe for the message: whatever fails names the override)
+            culprits.append(f"{_override_text(job.algo, name, value)}: {reason(problem)}")
+    where = f"{job.algo} on {job.env_id}"
+    if culprits:
+        return "\n".join(f"  {where}: {culprit}" for culprit in culprits)
+    if given:
+        together = " ".join(_override_text(job.algo, name, value) for name, value in given.items())
+        return f"  {where}: {together} together: {reason(error)}"
+    return f"  {where}: {reason(error)}"
+
+
+def _job_settings(config: CompareConfig, jobs: list[Job], config_fn: ConfigFn) -> dict[Job, dict[str, Any]]:
+    """The config each job would train with (JSON-like), built before anything starts, so that an override no
+    config accepts fails the command once instead of failing every worker.
 
     Raises:
-        ConfigError: a finished run was trained for a different number of steps (its numbers would not compare).
+        ConfigError: one message listing each (entry, env) whose config cannot be built, with the override to fix.
     """
+    settings: dict[Job, dict[str, Any]] = {}
+    problems: dict[tuple[str, str], str] = {}
+    for job in jobs:
+        if (job.algo, job.env_id) in problems:  # one message per entry and env, not per seed
+            continue
+        try:
+            settings[job] = _json_like(config_fn(**_job_arguments(config, job)))
+        except (ValueError, TypeError) as error:  # ConfigError is a ValueError
+            problems[(job.algo, job.env_id)] = _invalid_overrides(config, job, config_fn, error)
+    if problems:
+        raise ConfigError(
+            "these settings make no valid config; nothing was started, fix or remove them:\n"
+            + "\n".join(problems.values())
+        )
+    return settings
+
+
+def _differences(run_dir: Path, algo: str, expected: dict[str, Any]) -> list[str]:
+    """The settings in which the run in ``run_dir`` differs from ``expected`` (the config this comparison would
+    train it with), each as ``field: VALUE in the run, VALUE now``; :data:`IGNORED_SETTINGS` are not compared."""
+    try:
+        record = runs.read_json(run_dir / runs.CONFIG_FILE)
+        recorded = record["config"]
+        if not isinstance(recorded, dict):
+            raise TypeError
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return [f"its {runs.CONFIG_FILE} is missing or unreadable, so its settings are unknown"]
+    found = []
+    if record.get("algo") not in (None, algo):
+        found.append(f"algo: {record['algo']} in the run, {algo} now")
+    missing = object()
+    for name in sorted((set(recorded) | set(expected)) - set(IGNORED_SETTINGS)):
+        old, new = recorded.get(name, missing), expected.get(name, missing)
+        if old != new:
+            old_text = "not recorded" if old is missing else _setting_text(old)
+            new_text = "not a setting now" if new is missing else _setting_text(new)
+            found.append(f"{name}: {old_text} in the run, {new_text} now")
+    return found
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    folder = run_dir / runs.CHECKPOINT_DIR
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The env step of the latest usable rlopt checkpoint in ``run_dir`` (the one a resume loads), else None."""
+    from rlopt.checkpoint import MODEL_FILE, STATE_FILE, resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(run_dir)
+        step = int(runs.read_json(folder / STATE_FILE)["step"])
+    except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
+        return None
+    return step if (folder / MODEL_FILE).is_file() else None
+
+
+def plan_jobs(
+    config: CompareConfig, config_fn: ConfigFn | None = None, resume: bool = True
+) -> tuple[list[Job], list[Job]]:
+    """Split the comparison's jobs into (to run, already finished), reading the run folders and changing nothing.
+
+    A finished run is kept when its config.json records the settings this comparison would train it with
+    (``config_fn``'s config; :data:`IGNORED_SETTINGS` aside). An unfinished run with a usable checkpoint and those
+    settings is to run with ``resume=True`` (where ``resume`` and its algorithm allows, :data:`RESUMABLE`); any other
+    unfinished run is to train again from scratch.
+
+    Args:
+        config: the comparison.
+        config_fn: ``config_fn(algo=, env_id=, seed=, total_steps=, logdir=, run_name=, overrides=) -> dict``, the
+            config the train function records in config.json for those arguments. Default: :func:`job_config`.
+        resume: whether interrupted runs may resume (the caller has a resume function).
+
+    Raises:
+        ConfigError: a job's config cannot be built (a bad ``--override``), or a finished run, or an unfinished run
+            with checkpoints (which is never deleted unasked), was trained with other settings; the message lists
+            each run with the differing fields.
+    """
+    config_fn = config_fn or job_config
     all_jobs = [
         Job(env_id, algo, seed) for env_id in config.envs for algo in config.algos for seed in range(config.seeds)
     ]
+    expected = _job_settings(config, all_jobs, config_fn)
     pending, finished, mismatched = [], [], []
     for job in all_jobs:
         run_dir = config.tb_dir / job.run_name
         if runs.is_finished(run_dir):
-            recorded = _recorded_total_steps(run_dir)
-            if recorded is not None and recorded != config.steps_for(job.env_id):
-                mismatched.append(f"{run_dir} (total_steps={recorded})")
+            state = "finished"
+        elif run_dir.is_dir() and _has_checkpoints(run_dir):
+            step = checkpoint_step(run_dir)
+            state = "interrupted, with checkpoints" if step is None else f"interrupted at env step {step}"
+        else:  # nothing to lose: a failed start, an error, or no folder yet
+            pending.append(job)
+            continue
+        differences = _differences(run_dir, base_algo(job.algo), expected[job])
+        if differences:
+            mismatched.append(f"  {run_dir} ({state}): " + "; ".join(differences))
+        elif state == "finished":
             finished.append(job)
+        elif resume and base_algo(job.algo) in RESUMABLE and checkpoint_step(run_dir) is not None:
+            pending.append(Job(job.env_id, job.algo, job.seed, resume=True))
         else:
             pending.append(job)
     if mismatched:
         raise ConfigError(
-            f"finished runs in {config.tb_dir} used another budget than this comparison's: "
-            f"{', '.join(mismatched)}; choose another --out or delete those folders"
+            f"runs in {config.tb_dir} were trained with other settings than this comparison would use:\n"
+            + "\n".join(mismatched)
+            + "\nchoose another --out, or delete those run folders to train them again with these settings"
         )
     return pending, finished
 
 
-def run_compare(config: CompareConfig, train_fn: TrainFn | None = None) -> Path:
-    """Run every unfinished job of the comparison, then write and print the report.
+def run_compare(
+    config: CompareConfig,
+    train_fn: TrainFn | None = None,
+    config_fn: ConfigFn | None = None,
+    resume_fn: TrainFn | None = None,
+) -> Path:
+    """Validate every job's config, run every job that is not finished (resuming interrupted ones from their
+    checkpoints), then write and print the report.
 
     Args:
         config: what to compare.
         train_fn: ``train_fn(algo=, env_id=, seed=, total_steps=, logdir=, run_name=, overrides=) -> summary``;
             it must be a module-level function (workers are spawned and receive it pickled). Default:
             :func:`rlopt.api.run_training`.
+        config_fn: the config ``train_fn`` trains (and records) with for the same arguments, as a dict; see
+            :func:`plan_jobs`. Default: :func:`job_config`, that of :func:`rlopt.api.run_training`.
+        resume_fn: continues the run ``logdir/run_name`` from its checkpoint; same arguments and result as
+            ``train_fn``, module-level too. Default: :func:`resume_training` with the default ``train_fn``; with
+            another ``train_fn`` and none given, interrupted runs train again from scratch.
 
     Returns:
         The path of report.md.
+
+    Raises:
+        ConfigError: see :func:`plan_jobs`; raised before any folder is written or removed.
     """
+    if resume_fn is None and train_fn is None:
+        resume_fn = resume_training
+    pending, finished = plan_jobs(config, config_fn, resume=resume_fn is not None)
     config.tb_dir.mkdir(parents=True, exist_ok=True)
-    pending, finished = plan_jobs(config)
     for job in finished:
         print(f"skipping finished run {job.run_name}", flush=True)
-    for job in pending:  # a partial folder from an interrupted or failed attempt would mix into the new run
-        if (config.tb_dir / job.run_name).exists():
-            shutil.rmtree(config.tb_dir / job.run_name)
+    for job in pending:
+        run_dir = config.tb_dir / job.run_name
+        if job.resume:
+            # the error of the attempt that stopped would outlive the resumed run and mark it failed in the report
+            (run_dir / ERROR_FILE).unlink(missing_ok=True)
+            print(f"resuming interrupted run {job.run_name} from env step {checkpoint_step(run_dir)}", flush=True)
+        elif run_dir.exists():  # a partial folder from an interrupted or failed attempt would mix into the new run
+            shutil.rmtree(run_dir)
     if pending:
-        _run_pending(config, pending, train_fn)
+        _run_pending(config, pending, train_fn, resume_fn)
 
     records = load_runs(config.tb_dir, config.score)
     wanted = {job.run_name for job in pending + finished}
@@ -326,7 +614,9 @@ def print_report_summary(report_path: Path, tb_dir: Path) -> None:
     print("", format_table(table), "", f"report: {report_path}", f"tensorboard --logdir {tb_dir}", sep="\n")
 
 
-def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | None) -> None:
+def _run_pending(
+    config: CompareConfig, pending: list[Job], train_fn: TrainFn | None, resume_fn: TrainFn | None = None
+) -> None:
     workers = max(1, min(config.jobs, len(pending)))
     torch_threads = config.torch_threads or 1
     options: dict[str, Any] = {"max_workers": workers, "mp_context": multiprocessing.get_context("spawn")}
@@ -343,6 +633,7 @@ def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | 
                 str(config.tb_dir),
                 overrides_for_seed(config.overrides.get(job.algo, {}), job.seed),
                 torch_threads,
+                resume_fn,
             ): job
             for job in pending
         }
@@ -361,7 +652,7 @@ def _run_pending(config: CompareConfig, pending: list[Job], train_fn: TrainFn | 
 
 
 def _progress_line(count: int, total: int, job: Job, outcome: dict[str, Any], tb_dir: Path) -> str:
-    prefix = f"[{count}/{total}] {job.env_id} {job.algo} seed {job.seed}"
+    prefix = f"[{count}/{total}] {job.env_id} {job.algo} seed {job.seed}{' (resumed)' if job.resume else ''}"
     if outcome["status"] == "finished":
         reward = outcome.get("eval/mean_reward")
         reward_text = "" if reward is None else f", eval/mean_reward {reward:.4g}"
@@ -479,11 +770,16 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     )
 
 
-def compare_main(args: argparse.Namespace, train_fn: TrainFn | None = None) -> int:
-    """Run ``rlopt compare``; exit status 0 when every run finished, 1 when any failed (the report is written
-    either way)."""
+def compare_main(
+    args: argparse.Namespace,
+    train_fn: TrainFn | None = None,
+    config_fn: ConfigFn | None = None,
+    resume_fn: TrainFn | None = None,
+) -> int:
+    """Run ``rlopt compare`` (the functions as in :func:`run_compare`); exit status 0 when every run finished, 1 when
+    any failed (the report is written either way)."""
     config = config_from_args(args)
-    run_compare(config, train_fn)
+    run_compare(config, train_fn, config_fn, resume_fn)
     summary = runs.read_json(Path(config.out) / runs.SUMMARY_FILE)
     return 0 if all(run["status"] == "finished" for run in summary["runs"]) else 1
 

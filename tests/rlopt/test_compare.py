@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 
 from rlopt import runs
+from rlopt.checkpoint import LATEST_FILE, MODEL_FILE, STATE_FILE
 from rlopt.compare import (
     CompareConfig,
+    Job,
+    _job_arguments,
     add_compare_arguments,
+    checkpoint_step,
     compare_main,
     config_from_args,
+    job_config,
     overrides_for_seed,
+    plan_jobs,
     run_compare,
     run_name_for,
 )
@@ -28,23 +34,21 @@ FAKE_FINAL = {"grpo": 10.0, "ppo": 5.0}
 FAKE_SUCCESS_STEP = {"grpo": 600, "ppo": 10**9}
 
 
-def fake_train(algo, env_id, seed, total_steps, logdir, run_name=None, overrides=None):
-    """A module-level stand-in for rlopt.api.run_training (workers receive it pickled): writes a run folder with
-    TensorBoard scalars and a summary; counts its calls with one file per call; fails where overrides ask."""
+def fake_config(algo, env_id, seed, total_steps, logdir, run_name=None, overrides=None):
+    """The config fake_train records (and compare compares with the runs on disk): what it was called with."""
+    return {
+        "env_id": env_id, "seed": seed, "total_steps": total_steps, "logdir": logdir, "run_name": run_name,
+        "progress": False, **(overrides or {}),
+    }  # fmt: skip
+
+
+def _write_fake_run(algo, env_id, seed, total_steps, run_dir, overrides, start=0, extra=None):
+    """TensorBoard scalars from env step ``start`` to ``total_steps``, then the summary of a finished run."""
     from torch.utils.tensorboard import SummaryWriter
 
-    overrides = overrides or {}
-    calls = Path(logdir).parent / "calls"
-    calls.mkdir(exist_ok=True)
-    (calls / f"{run_name}__{time.time_ns()}").touch()
-    run_dir = Path(logdir) / run_name
-    runs.write_json_atomic(
-        run_dir / runs.CONFIG_FILE,
-        {"algo": algo, "env_id": env_id, "seed": seed, "config": {"total_steps": total_steps}, "versions": {}},
-    )
     writer = SummaryWriter(log_dir=str(run_dir))
     final = FAKE_FINAL[algo] + seed + overrides.get("bonus", 0.0)
-    for step in range(0, total_steps + 1, 200):
+    for step in range(start, total_steps + 1, 200):
         fraction = step / total_steps
         writer.add_scalar("rollout/ep_rew_mean", final * fraction * 0.8, step)
         writer.add_scalar("eval/mean_reward", final * fraction, step)
@@ -58,14 +62,68 @@ def fake_train(algo, env_id, seed, total_steps, logdir, run_name=None, overrides
         "wall_clock_seconds": 2.0, "steps_per_second": total_steps / 2.0, "num_parameters": 100 + len(algo),
         "peak_rss_mb": 50.0, "eval/mean_reward": final, "eval/success_rate": 1.0 if algo == "grpo" else 0.0,
         "eval/episodes": 4, "hyperparameters": {"lr": 0.001, "algo_name": algo},
-        "baseline": "rlopt",
+        "baseline": "rlopt", **(extra or {}),
     }  # fmt: skip
     runs.write_json_atomic(run_dir / runs.SUMMARY_FILE, summary)
     return summary
 
 
-def _calls(out: Path) -> list[str]:
-    return sorted(path.name.rsplit("__", 1)[0] for path in (out / "calls").iterdir())
+def fake_train(algo, env_id, seed, total_steps, logdir, run_name=None, overrides=None):
+    """A module-level stand-in for rlopt.api.run_training (workers receive it pickled): writes a run folder with
+    its fake_config, TensorBoard scalars and a summary; counts its calls with one file per call; fails where
+    overrides ask."""
+    overrides = overrides or {}
+    calls = Path(logdir).parent / "calls"
+    calls.mkdir(exist_ok=True)
+    (calls / f"{run_name}__{time.time_ns()}").touch()
+    run_dir = Path(logdir) / run_name
+    assert not run_dir.exists(), "compare must clear a folder before training in it"  # as `rlopt train` refuses to
+    runs.write_json_atomic(
+        run_dir / runs.CONFIG_FILE,
+        {
+            "algo": algo, "env_id": env_id, "seed": seed, "versions": {},
+            "config": fake_config(algo, env_id, seed, total_steps, logdir, run_name, overrides),
+        },
+    )  # fmt: skip
+    return _write_fake_run(algo, env_id, seed, total_steps, run_dir, overrides)
+
+
+def fake_resume(algo, env_id, seed, total_steps, logdir, run_name=None, overrides=None):
+    """A module-level stand-in for compare.resume_training: continues the run from its checkpoint's step (which must
+    still be there) and records the call in resumes/."""
+    resumes = Path(logdir).parent / "resumes"
+    resumes.mkdir(exist_ok=True)
+    (resumes / f"{run_name}__{time.time_ns()}").touch()
+    run_dir = Path(logdir) / run_name
+    step = checkpoint_step(run_dir)
+    if step is None:
+        raise RuntimeError(f"no checkpoint to resume in {run_dir}")
+    return _write_fake_run(algo, env_id, seed, total_steps, run_dir, overrides or {}, step, {"resumed_from": step})
+
+
+def _interrupt(run_dir: Path, step: int | None) -> None:
+    """Make a finished fake run look interrupted: no summary, a checkpoint at env step ``step`` (None: none), and
+    the error a failed attempt leaves."""
+    (run_dir / runs.SUMMARY_FILE).unlink()
+    if step is not None:
+        _fake_checkpoint(run_dir, step)
+    (run_dir / "error.txt").write_text("Traceback (most recent call last):\nKeyboardInterrupt\n")
+
+
+def _fake_checkpoint(run_dir: Path, step: int, name: str | None = None) -> Path:
+    """The files by which rlopt finds a run's latest checkpoint (contents not loaded by compare)."""
+    name = name or f"step_{step:012d}"
+    folder = run_dir / runs.CHECKPOINT_DIR / name
+    folder.mkdir(parents=True)
+    (folder / MODEL_FILE).write_bytes(b"")
+    runs.write_json_atomic(folder / STATE_FILE, {"step": step})
+    runs.write_json_atomic(run_dir / runs.CHECKPOINT_DIR / f"{LATEST_FILE}.json", {"name": name})
+    return folder
+
+
+def _calls(out: Path, kind: str = "calls") -> list[str]:
+    folder = out / kind
+    return sorted(path.name.rsplit("__", 1)[0] for path in folder.iterdir()) if folder.is_dir() else []
 
 
 # --- config and command line -----------------------------------------------------------------------------------------
@@ -85,6 +143,7 @@ def _calls(out: Path) -> list[str]:
         ({"torch_threads": -1}, "torch_threads=-1"),
         ({"overrides": {"sb3_ppo": {"n_envs": 2}}}, "overrides name 'sb3_ppo'"),
         ({"overrides": {"ppo": {"seed": 3}}}, r"sets \['seed'\]"),
+        ({"overrides": {"ppo": {"progress": True}}}, r"sets \['progress'\]"),
         ({"success_threshold": 1.5}, "success_threshold=1.5"),
         ({"success_gain": -0.1}, "success_gain=-0.1"),
         ({"score": "eval/accuracy"}, "score='eval/accuracy' is not accepted"),
@@ -204,7 +263,7 @@ def fake_compare(tmp_path_factory):
         envs=["CartPole-v1"], algos=["grpo", "ppo"], seeds=2, total_steps=1000, out=str(out), jobs=2,
         overrides={"ppo": {"fail_seed": 1}},
     )  # fmt: skip
-    report = run_compare(config, train_fn=fake_train)
+    report = run_compare(config, train_fn=fake_train, config_fn=fake_config)
     return config, out, report
 
 
@@ -239,7 +298,7 @@ def test_rerun_skips_finished_and_redoes_the_rest(fake_compare, capsys):
         ["--env", "CartPole-v1", "--algos", "grpo,ppo", "--seeds", "2", "--total-steps", "1000", "--out", str(out),
          "--jobs", "2", "--override", "ppo.fail_seed=1"]
     )  # fmt: skip
-    assert compare_main(args, train_fn=fake_train) == 1  # a run failed
+    assert compare_main(args, train_fn=fake_train, config_fn=fake_config) == 1  # a run failed
     calls = _calls(out)
     assert len(calls) == 5  # only the failed run was tried again
     assert calls.count("CartPole-v1__ppo__1") == 2 and calls.count("CartPole-v1__grpo__0") == 1
@@ -251,9 +310,156 @@ def test_rerun_skips_finished_and_redoes_the_rest(fake_compare, capsys):
 
 
 def test_rerun_with_another_budget_is_refused(fake_compare):
-    config, _, _ = fake_compare
-    with pytest.raises(ConfigError, match="another budget than this comparison"):
-        run_compare(CompareConfig(**{**config.__dict__, "total_steps": 2000}), train_fn=fake_train)
+    config, out, _ = fake_compare
+    with pytest.raises(ConfigError, match="trained with other settings") as raised:
+        run_compare(
+            CompareConfig(**{**config.__dict__, "total_steps": 2000}), train_fn=fake_train, config_fn=fake_config
+        )
+    assert f"{out / 'tb' / 'CartPole-v1__grpo__0'} (finished): total_steps: 1000 in the run, 2000 now" in str(
+        raised.value
+    )
+
+
+def test_rerun_with_other_overrides_is_refused(tmp_path: Path, capsys):
+    """A finished run is reused only when every recorded setting is this comparison's, not only its budget."""
+    config = CompareConfig(envs=["CartPole-v1"], algos=["grpo"], seeds=2, total_steps=1000, out=str(tmp_path), jobs=1)
+    run_compare(config, train_fn=fake_train, config_fn=fake_config)
+    changed = CompareConfig(**{**config.__dict__, "overrides": {"grpo": {"bonus": 1.0}}})
+    with pytest.raises(ConfigError) as raised:
+        run_compare(changed, train_fn=fake_train, config_fn=fake_config)
+    message = str(raised.value)
+    for seed in (0, 1):
+        assert f"CartPole-v1__grpo__{seed} (finished): bonus: not recorded in the run, 1.0 now" in message
+    assert "choose another --out, or delete those run folders" in message
+    assert _calls(tmp_path) == ["CartPole-v1__grpo__0", "CartPole-v1__grpo__1"]  # nothing trained again
+    # moved elsewhere, the same comparison keeps its runs: the folder is not a setting (IGNORED_SETTINGS)
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    run_compare(CompareConfig(**{**config.__dict__, "out": str(moved)}), train_fn=fake_train, config_fn=fake_config)
+    assert "skipping finished run CartPole-v1__grpo__1" in capsys.readouterr().out
+    assert len(_calls(moved)) == 2
+
+
+def test_rerun_resumes_an_interrupted_run_from_its_checkpoint(tmp_path: Path, capsys):
+    config = CompareConfig(envs=["CartPole-v1"], algos=["grpo"], seeds=3, total_steps=1000, out=str(tmp_path), jobs=2)
+    run_compare(config, train_fn=fake_train, config_fn=fake_config, resume_fn=fake_resume)
+    tb = tmp_path / "tb"
+    _interrupt(tb / "CartPole-v1__grpo__1", step=400)
+    _interrupt(tb / "CartPole-v1__grpo__2", step=None)  # stopped before its first checkpoint: trained again
+    capsys.readouterr()
+    run_compare(config, train_fn=fake_train, config_fn=fake_config, resume_fn=fake_resume)
+    assert _calls(tmp_path, "resumes") == ["CartPole-v1__grpo__1"]
+    assert _calls(tmp_path) == ["CartPole-v1__grpo__0", "CartPole-v1__grpo__1", "CartPole-v1__grpo__2",
+                                "CartPole-v1__grpo__2"]  # fmt: skip
+    resumed = tb / "CartPole-v1__grpo__1"
+    assert runs.read_json(resumed / runs.SUMMARY_FILE)["resumed_from"] == 400
+    assert checkpoint_step(resumed) == 400 and not (resumed / "error.txt").exists()
+    printed = capsys.readouterr().out
+    assert "resuming interrupted run CartPole-v1__grpo__1 from env step 400" in printed
+    assert "CartPole-v1 grpo seed 1 (resumed): finished" in printed
+    assert [run["status"] for run in runs.read_json(tmp_path / "summary.json")["runs"]] == ["finished"] * 3
+
+
+def test_interrupted_run_with_other_settings_keeps_its_checkpoint(tmp_path: Path):
+    config = CompareConfig(envs=["CartPole-v1"], algos=["grpo"], seeds=1, total_steps=1000, out=str(tmp_path), jobs=1)
+    run_compare(config, train_fn=fake_train, config_fn=fake_config, resume_fn=fake_resume)
+    run_dir = tmp_path / "tb" / "CartPole-v1__grpo__0"
+    _interrupt(run_dir, step=600)
+    changed = CompareConfig(**{**config.__dict__, "total_steps": 3000})
+    with pytest.raises(ConfigError, match="interrupted at env step 600\\): total_steps: 1000 in the run, 3000 now"):
+        run_compare(changed, train_fn=fake_train, config_fn=fake_config, resume_fn=fake_resume)
+    assert checkpoint_step(run_dir) == 600 and (run_dir / runs.CONFIG_FILE).is_file()  # not deleted
+    assert _calls(tmp_path, "resumes") == [] and len(_calls(tmp_path)) == 1
+
+
+GRID = "rlopt/GridGame-Empty-5x5-v0"
+
+
+def _record(config: CompareConfig, job: Job, finished: bool, **changes) -> Path:
+    """A run folder of ``job`` as rlopt's trainers leave it: config.json with job_config's config (``changes`` on
+    top), and summary.json when finished."""
+    run_dir = config.tb_dir / job.run_name
+    recorded = {**job_config(**_job_arguments(config, job)), **changes}
+    runs.write_json_atomic(
+        run_dir / runs.CONFIG_FILE, {"algo": job.algo, "env_id": job.env_id, "seed": job.seed, "config": recorded}
+    )
+    if finished:
+        runs.write_json_atomic(run_dir / runs.SUMMARY_FILE, {"finished": True})
+    return run_dir
+
+
+def test_plan_compares_every_recorded_setting_of_real_configs(tmp_path: Path):
+    """With rlopt's own configs (job_config: what rlopt.api.run_training trains with), GRPO's and SB3's."""
+    config = CompareConfig(envs=[GRID], algos=["grpo", "sb3_ppo"], seeds=1, total_steps=6000, out=str(tmp_path))
+    grpo, sb3 = Job(GRID, "grpo", 0), Job(GRID, "sb3_ppo", 0)
+    # what may differ between attempts: where the folder was, a progress bar, the device
+    for job in (grpo, sb3):
+        _record(config, job, finished=True, logdir="/elsewhere/tb", run_name="old", progress=True, device="cpu")
+    assert plan_jobs(config) == ([], [grpo, sb3])
+    changed = CompareConfig(
+        **{**config.__dict__, "overrides": {"grpo": {"learning_rate": 0.0001}, "sb3_ppo": {"n_envs": 2}}}
+    )
+    with pytest.raises(ConfigError) as raised:
+        plan_jobs(changed)
+    message = str(raised.value)
+    assert f"{config.tb_dir / grpo.run_name} (finished): learning_rate: 0.002 in the run, 0.0001 now" in message
+    assert f"{config.tb_dir / sb3.run_name} (finished): n_envs: 8 in the run, 2 now" in message
+    with pytest.raises(ConfigError, match="total_steps: 6000 in the run, 7000 now"):
+        plan_jobs(CompareConfig(**{**config.__dict__, "total_steps": 7000}))
+
+
+def test_plan_resumes_only_rlopt_runs_with_a_checkpoint_and_the_same_settings(tmp_path: Path):
+    config = CompareConfig(envs=[GRID], algos=["grpo", "ppo", "sb3_ppo"], seeds=1, total_steps=6000, out=str(tmp_path))
+    grpo, ppo, sb3 = (Job(GRID, algo, 0) for algo in ("grpo", "ppo", "sb3_ppo"))
+    _fake_checkpoint(_record(config, grpo, finished=False), 2000)
+    _record(config, ppo, finished=False)  # no checkpoint yet
+    sb3_dir = _record(config, sb3, finished=False)
+    (sb3_dir / runs.CHECKPOINT_DIR).mkdir()
+    (sb3_dir / runs.CHECKPOINT_DIR / "model.zip").write_bytes(b"PK")  # SB3 runs cannot resume
+    pending, finished = plan_jobs(config)
+    assert finished == [] and pending == [Job(GRID, "grpo", 0, resume=True), ppo, sb3]
+    assert plan_jobs(config, resume=False)[0] == [grpo, ppo, sb3]  # a trainer without a resume function
+    # other settings: refused for both runs with checkpoints (never deleted unasked), not for the one without
+    changed = CompareConfig(**{**config.__dict__, "env_steps": {GRID: 9000}})
+    with pytest.raises(ConfigError) as raised:
+        plan_jobs(changed)
+    message = str(raised.value)
+    assert f"{config.tb_dir / grpo.run_name} (interrupted at env step 2000): total_steps: 6000" in message
+    assert f"{config.tb_dir / sb3.run_name} (interrupted, with checkpoints): total_steps: 6000" in message
+    assert ppo.run_name not in message
+
+
+@pytest.mark.parametrize(
+    ("label", "values", "message"),
+    [
+        ("grpo", {"nope": 1}, r"grpo on rlopt/GridGame-Empty-5x5-v0: --override grpo.nope=1: unknown GRPOConfig"),
+        ("grpo", {"learning_rate": "abc"}, "--override grpo.learning_rate=abc: learning_rate='abc' must be a number"),
+        ("grpo", {"learning_rate": -1}, r"--override grpo.learning_rate=-1: learning_rate=-1 is outside"),
+        ("grpo", {"precision": "bf16"}, "--override grpo.precision=bf16: precision='bf16' applies to the token"),
+        ("sb3_ppo", {"n_envs": 0}, r"--override sb3_ppo.n_envs=0: n_envs=0 is outside the accepted range"),
+        ("ppo@x", {"eval_media": "no", "ent_coef": 0.1}, "--override ppo@x.eval_media=no: eval_media='no' must be"),
+    ],
+)
+def test_bad_overrides_fail_before_anything_starts(tmp_path: Path, label, values, message):
+    config = CompareConfig(
+        envs=[GRID], algos=sorted({"grpo", "sb3_ppo", label}), seeds=2, total_steps=6000, out=str(tmp_path), jobs=1,
+        overrides={label: values},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message) as raised:
+        run_compare(config, train_fn=fake_train)  # checked with job_config, rlopt's own configs
+    assert "nothing was started" in str(raised.value)
+    assert str(raised.value).count("--override") == 1  # the one bad override, once (not once per seed)
+    assert list(tmp_path.iterdir()) == []  # no folder made, no worker started
+
+
+def test_command_line_exits_2_on_a_bad_override(tmp_path: Path, capsys):
+    from rlopt.cli import main
+
+    argv = ["compare", "--env", GRID, "--algos", "grpo", "--seeds", "1", "--total-steps", "6000",
+            "--out", str(tmp_path), "--override", "grpo.learning_rate=abc"]  # fmt: skip
+    assert main(argv) == 2
+    assert "--override grpo.learning_rate=abc: learning_rate='abc' must be a number" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_real_sb3_compare_on_cartpole(tmp_path: Path, capsys):
@@ -280,7 +486,7 @@ def test_compare_variants_of_one_algorithm(tmp_path: Path):
         envs=["CartPole-v1"], algos=["grpo", "grpo@worse", "ppo"], seeds=2, total_steps=1000, out=str(tmp_path),
         jobs=1, overrides={"grpo@worse": {"bonus": -8.0}}, reference_algo="grpo@worse",
     )  # fmt: skip
-    run_compare(config, train_fn=fake_train)
+    run_compare(config, train_fn=fake_train, config_fn=fake_config)
     assert runs.read_json(tmp_path / "tb" / "CartPole-v1__grpo@worse__1" / runs.CONFIG_FILE)["algo"] == "grpo"
     summary = runs.read_json(tmp_path / "summary.json")
     means = {row["algo"]: row["mean"] for row in summary["table"]}
