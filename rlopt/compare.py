@@ -582,6 +582,11 @@ def run_compare(
     """
     if resume_fn is None and train_fn is None:
         resume_fn = resume_training
+    for part in (Path(config.out), *Path(config.out).parents):  # --out (or a folder above it) given as a file
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"{part} is a file; --out is the comparison's folder (tb/, report.md, plots/)")
+            break
     pending, finished = plan_jobs(config, config_fn, resume=resume_fn is not None)
     config.tb_dir.mkdir(parents=True, exist_ok=True)
     for job in finished:
@@ -647,7 +652,18 @@ def _run_pending(
                     _write_error(config.tb_dir / job.run_name, outcome["error"])
                 print(_progress_line(count, len(pending), job, outcome, config.tb_dir), flush=True)
         except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Stop the workers (a Ctrl-C in a terminal reaches them too, a kill of this process alone does not),
+            # then shut the pool down waiting for its manager thread: shutdown(wait=False) with max_tasks_per_child
+            # made that thread fail on a process table already cleared, with a TypeError traceback (CPython 3.11).
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            print(
+                "interrupted: run the same command again to go on (finished runs are kept, interrupted grpo and ppo "
+                "runs resume from their latest checkpoint)",
+                file=sys.stderr,
+                flush=True,
+            )
             raise
 
 

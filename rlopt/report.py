@@ -659,6 +659,17 @@ def _problem_lines(records: Sequence[RunRecord]) -> list[str]:
     return lines + _markdown_table(("run", "status", "error", "folder"), body) + [""]
 
 
+def _check_folder(path: Path) -> None:
+    """A report's folder (or one of its parents) that is a file: say so instead of failing inside ``mkdir``."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(
+                    f"{part} is a file; the report's --out is a folder for report.md, plots/ and summary.json"
+                )
+            return
+
+
 def write_report(
     records: Sequence[RunRecord],
     out_dir: str | Path,
@@ -689,6 +700,7 @@ def write_report(
     if not 0.0 <= success_gain <= 1.0:
         raise ValueError(f"success_gain={success_gain!r} must be a gain in success rate in [0, 1] (0: not used)")
     out_dir = Path(out_dir)
+    _check_folder(out_dir)
     plot_dir = out_dir / PLOT_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
     rows = build_table(records, success_threshold, reps=reps, seed=seed, success_gain=success_gain)

@@ -511,3 +511,24 @@ def test_success_rate_as_the_score(fake_tb: Path, tmp_path: Path):
     assert "final success IQM" in text and "`eval/success_rate`" in text
     with pytest.raises(ValueError, match="score='x' is not accepted"):
         load_runs(fake_tb, score="x")
+
+
+def test_ctrl_c_stops_the_workers_and_says_how_to_go_on(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A KeyboardInterrupt while waiting on the workers: the pool is shut down without the executor's own TypeError
+    traceback, the user is told that re-running resumes, and the CLI exits 130."""
+    from rlopt import compare
+    from rlopt.cli import main
+
+    def interrupted(futures):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "as_completed", interrupted)
+    config = CompareConfig(envs=["CartPole-v1"], algos=["grpo"], seeds=2, total_steps=1000, out=str(tmp_path), jobs=2)
+    with pytest.raises(KeyboardInterrupt):
+        compare._run_pending(config, [Job("CartPole-v1", "grpo", 0), Job("CartPole-v1", "grpo", 1)], fake_train)
+    captured = capsys.readouterr()
+    assert "run the same command again to go on" in captured.err and "TypeError" not in captured.err
+
+    monkeypatch.setattr("rlopt.cli._cmd_compare", lambda argv: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(["compare"]) == 130
+    assert "rlopt compare: interrupted" in capsys.readouterr().err

@@ -241,6 +241,20 @@ def test_missing_folder_or_a_file(tmp_path: Path, capsys):
     assert "notes.txt is a file" in capsys.readouterr().err
 
 
+def test_out_given_as_a_file(comparison: Path, tmp_path: Path, capsys):
+    """--out names a folder: the comparison's own report.md given as --out (or a path under a file) is an error that
+    says so, and the report there stays as it was."""
+    report = comparison / "report.md"
+    before = report.read_bytes()
+    for out in (report, report / "again"):
+        assert main(["report", str(comparison), "--out", str(out)]) == 2
+        assert "report.md is a file; the report's --out is a folder" in capsys.readouterr().err
+    assert report.read_bytes() == before
+    arguments = ["compare", "--env", "CartPole-v1", "--algos", "grpo", "--seeds", "1", "--out", str(report)]
+    assert main([*arguments, "--total-steps", "100"]) == 2
+    assert "report.md is a file; --out is the comparison's folder" in capsys.readouterr().err
+
+
 def test_folder_without_runs(finished_comparison: Path, tmp_path: Path, capsys):
     empty = tmp_path / "empty"
     (empty / "some-folder").mkdir(parents=True)
