@@ -8,6 +8,7 @@ summaries' ``eval/mean_reward`` (deterministic, held-out seeds); statistics are 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -104,7 +105,15 @@ def _read_scalars(run_dir: Path) -> tuple[dict[str, ScalarCurve], float | None]:
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
-    accumulator.Reload()
+    # a resumed run's file starts with a purge of the events logged after its checkpoint (rlopt.session); TensorBoard
+    # announces each purge as "out of order event.step ... caused by a TensorFlow restart", which is expected here
+    tensorboard_logger = logging.getLogger("tensorboard")
+    level = tensorboard_logger.level
+    tensorboard_logger.setLevel(logging.ERROR)
+    try:
+        accumulator.Reload()
+    finally:
+        tensorboard_logger.setLevel(level)
     curves = {}
     for tag in accumulator.Tags().get("scalars", []):
         events = accumulator.Scalars(tag)
