@@ -296,6 +296,23 @@ def _cmd_report(argv: list[str]) -> int:
     return int(report_main(parser.parse_args(argv)) or 0)
 
 
+def _cmd_distill(argv: list[str]) -> int:
+    from rlopt.distill import add_distill_arguments, distill_main
+
+    parser = argparse.ArgumentParser(
+        prog="rlopt distill",
+        description="Distil a trained teacher into a smaller student: the student plays, the teacher scores every "
+        "state it visits, and the student learns the teacher's action distribution there (on-policy "
+        "distillation; --teacher-mix lets the teacher choose a share of the actions, as DAgger). The student's "
+        "size comes from the policy options (--hidden-sizes, or --num-layers/--model-dim for a transformer).",
+        epilog="example:\n  rlopt train --algo grpo --env rlopt/GridGame-DoorKey-5x5-v0 --run-name teacher\n"
+        "  rlopt distill --teacher runs/teacher --hidden-sizes 16,16 --total-steps 100000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_distill_arguments(parser)
+    return int(distill_main(parser.parse_args(argv)) or 0)
+
+
 def _cmd_sft(argv: list[str]) -> int:
     from rlopt.sft import add_sft_arguments, sft_main
 
@@ -322,6 +339,7 @@ COMMANDS = {
     "train": "train a policy (grpo, ppo or sb3_ppo); `rlopt train --algo ALGO --help` lists every option",
     "eval": "evaluate a checkpoint on held-out seeds",
     "sft": "supervised cold start of a math transformer on gold chains of thought (then GRPO with --init)",
+    "distill": "distil a trained teacher (any rlopt run) into a smaller student policy",
     "compare": "GRPO vs PPO vs SB3 PPO over envs and seeds, with a statistical report",
     "report": "write a comparison's report again from its runs, e.g. with another --success-threshold",
     "demo": "the main job: a short comparison with TensorBoard logs and a report",
@@ -351,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": _cmd_train,
             "eval": _cmd_eval,
             "sft": _cmd_sft,
+            "distill": _cmd_distill,
             "compare": _cmd_compare,
             "report": _cmd_report,
             "demo": _cmd_demo,
