@@ -329,9 +329,14 @@ def _cmd_demo(argv: list[str]) -> int:
     from rlopt.demo import demo_main
 
     parser = argparse.ArgumentParser(prog="rlopt demo", description="The main job: a short GRPO-vs-PPO comparison.")
-    parser.add_argument("--out", default="runs/demo", help="Output folder (default: runs/demo).")
+    parser.add_argument(
+        "--out", default=None, help="Output folder (default: runs/demo, or runs/demo-quick with --quick)."
+    )
     parser.add_argument("--quick", action="store_true", help="A much smaller run (about a minute), for smoke tests.")
-    return int(demo_main(parser.parse_args(argv)) or 0)
+    args = parser.parse_args(argv)
+    if args.out is None:  # apart: a comparison folder refuses runs of another budget, so one would block the other
+        args.out = "runs/demo-quick" if args.quick else "runs/demo"
+    return int(demo_main(args) or 0)
 
 
 COMMANDS = {

@@ -162,3 +162,13 @@ def test_the_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.
     finally:
         torch.set_num_threads(threads)
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_the_quick_demo_has_its_own_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comparison folder refuses runs of another budget: `rlopt demo --quick` then `make demo` must not share one."""
+    import rlopt.demo
+
+    seen = []
+    monkeypatch.setattr(rlopt.demo, "demo_main", lambda args: seen.append(args.out) or 0)
+    assert main(["demo", "--quick"]) == 0 and main(["demo"]) == 0 and main(["demo", "--out", "x"]) == 0
+    assert seen == ["runs/demo-quick", "runs/demo", "x"]
