@@ -113,11 +113,30 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     for root in (path / CHECKPOINT_DIR, path):
         latest = root / f"{LATEST_FILE}.json"
         if latest.exists():
-            return root / read_json(latest)["name"]
+            try:
+                name = read_json(latest)["name"]
+            except (ValueError, KeyError, TypeError):
+                name = None
+            if not isinstance(name, str) or not (root / name / STATE_FILE).is_file():
+                raise CheckpointError(
+                    f'{latest} does not name a checkpoint in {root} (expected {{"name": "step_..."}}); pass '
+                    "one of its step_* folders instead"
+                )
+            return root / name
     raise CheckpointError(
         f"no rlopt checkpoint at {path}: expected a run folder, its checkpoints/ folder, or a step_* folder "
         f"containing {STATE_FILE} and {MODEL_FILE}"
     )
+
+
+def checkpoint_step(run_dir: str | os.PathLike[str]) -> int | None:
+    """The env step of the latest usable rlopt checkpoint in ``run_dir`` (the one a resume loads), else None."""
+    try:
+        folder = resolve_checkpoint(run_dir)
+        step = int(read_json(folder / STATE_FILE)["step"])
+    except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
+        return None
+    return step if (folder / MODEL_FILE).is_file() else None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:

@@ -81,7 +81,8 @@ def add_config_arguments(
                 convert, shown = hint, default
             kwargs["type"] = _optional(convert) if nullable else convert
             kwargs["metavar"] = item.name.upper()
-            help_text = f"{help_text} (default: {shown})"
+            if default != "":  # an empty default (a required value such as --teacher) is not worth showing
+                help_text = f"{help_text} (default: {shown})"
             if "choices" in item.metadata:
                 kwargs["choices"] = item.metadata["choices"]
                 kwargs.pop("metavar")
@@ -89,6 +90,29 @@ def add_config_arguments(
             help_text = f"{help_text} (default: {default})"
         kwargs["help"] = help_text.replace("%", "%%")
         parser.add_argument(flag, **kwargs)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--torch-threads``, of the commands that train (read it back with :func:`use_threads`)."""
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        metavar="T",
+        default=None,
+        help="Torch CPU threads for this process (default: torch's own choice, one per core). Use 1 when several "
+        "runs share a machine; the small networks here gain little from more.",
+    )
+
+
+def use_threads(parser: argparse.ArgumentParser, threads: int | None) -> None:
+    """Apply a parsed ``--torch-threads`` (None: leave torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        parser.error(f"--torch-threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 # --- subcommands -------------------------------------------------------------------------------------------------
@@ -165,14 +189,7 @@ def _train_parser(algo: str) -> argparse.ArgumentParser:
         default=None,
         help="Continue the run in RUN_DIR from its latest checkpoint (grpo and ppo).",
     )
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        metavar="T",
-        default=None,
-        help="Torch CPU threads for this process (default: torch's own choice, one per core). Use 1 when several "
-        "runs share a machine; the small networks here gain little from more.",
-    )
+    add_threads_argument(parser)
     # SB3PPOConfig.preset only records which RL-Zoo row a config started from; --preset above chooses whether to
     # start from one
     add_config_arguments(parser, config_class(algo), skip=("env_id", "preset"))
@@ -191,12 +208,7 @@ def _cmd_train(argv: list[str]) -> int:
     preset = args.pop("preset")
     resume_dir = args.pop("resume")
     threads = args.pop("torch_threads")
-    if threads is not None:
-        if threads < 1:
-            parser.error(f"--torch-threads must be at least 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
+    use_threads(parser, threads)
     if resume_dir:
         # a resumed run keeps the settings it was started with (config.json): an option given along would be
         # silently ignored, so it is refused instead
@@ -310,7 +322,11 @@ def _cmd_distill(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_distill_arguments(parser)
-    return int(distill_main(parser.parse_args(argv)) or 0)
+    add_threads_argument(parser)
+    args = parser.parse_args(argv)
+    use_threads(parser, args.torch_threads)
+    del args.torch_threads
+    return int(distill_main(args) or 0)
 
 
 def _cmd_sft(argv: list[str]) -> int:
@@ -322,7 +338,11 @@ def _cmd_sft(argv: list[str]) -> int:
         "continue with `rlopt train --algo grpo --init RUN_DIR`.",
     )
     add_sft_arguments(parser)
-    return int(sft_main(parser.parse_args(argv)) or 0)
+    add_threads_argument(parser)
+    args = parser.parse_args(argv)
+    use_threads(parser, args.torch_threads)
+    del args.torch_threads
+    return int(sft_main(args) or 0)
 
 
 def _cmd_demo(argv: list[str]) -> int:
@@ -380,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "demo": _cmd_demo,
         }[args.command]
         return handler(argv[1:])
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as error:
         print(f"rlopt {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: what was saved stays (checkpoints, finished runs); no traceback

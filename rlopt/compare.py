@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rlopt import runs
+from rlopt.checkpoint import checkpoint_step
 from rlopt.config import ConfigError, check_range, option
 from rlopt.report import ERROR_FILE, EVAL_REWARD, SCORES, format_table, load_runs, write_report
 
@@ -485,18 +486,6 @@ def _differences(run_dir: Path, algo: str, expected: dict[str, Any]) -> list[str
 def _has_checkpoints(run_dir: Path) -> bool:
     folder = run_dir / runs.CHECKPOINT_DIR
     return folder.is_dir() and any(folder.iterdir())
-
-
-def checkpoint_step(run_dir: Path) -> int | None:
-    """The env step of the latest usable rlopt checkpoint in ``run_dir`` (the one a resume loads), else None."""
-    from rlopt.checkpoint import MODEL_FILE, STATE_FILE, resolve_checkpoint
-
-    try:
-        folder = resolve_checkpoint(run_dir)
-        step = int(runs.read_json(folder / STATE_FILE)["step"])
-    except (OSError, ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
-        return None
-    return step if (folder / MODEL_FILE).is_file() else None
 
 
 def plan_jobs(

@@ -168,6 +168,11 @@ class TransformerOptions:
         check_choice("precision", self.precision, ("fp32", "bf16"))
 
 
+# the options that only the token transformer reads (num_experts, top_k and precision apply to other networks too, or
+# have their own check)
+_TRANSFORMER_ONLY = ("num_layers", "num_heads", "model_dim", "context_length", "temperature", "top_p")
+
+
 @dataclass
 class PolicyOptions(TransformerOptions):
     """The policy-network options of rlopt's own trainers (GRPO, PPO); mixed into their configs."""
@@ -188,6 +193,16 @@ class PolicyOptions(TransformerOptions):
             self.policy_spec(value_head=False)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if self.architecture != "transformer" and not self.init:
+            defaults = {item.name: item.default for item in dataclasses.fields(TransformerOptions)}
+            ignored = [
+                f"{name}={getattr(self, name)!r}" for name in _TRANSFORMER_ONLY if getattr(self, name) != defaults[name]
+            ]
+            if ignored:
+                raise ConfigError(
+                    f"{', '.join(ignored)} set the token transformer, but architecture={self.architecture!r} builds "
+                    "another network that would ignore them; add --architecture transformer (or drop them)"
+                )
         if self.precision != "fp32" and self.architecture == "mlp":
             raise ConfigError(
                 f"precision={self.precision!r} applies to the token transformer only; use architecture=transformer "

@@ -21,7 +21,9 @@ train --init`` fine-tunes it. ``summary.json`` also holds the teacher's own eval
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,10 +88,26 @@ class DistillConfig(PolicyOptions, RunConfig):
 
 
 def _teacher_state(teacher: str) -> dict[str, Any]:
-    """The teacher checkpoint's state.json (env, config, policy spec), read without its weights."""
-    from rlopt.checkpoint import STATE_FILE, resolve_checkpoint
+    """The teacher checkpoint's state.json (env, config, policy spec), read without its weights.
 
-    return read_json(resolve_checkpoint(teacher) / STATE_FILE)
+    Raises:
+        CheckpointError: ``teacher`` is not an rlopt checkpoint, or its state.json is corrupt.
+    """
+    from rlopt.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
+
+    if str(teacher).endswith(".json") and Path(teacher).name != STATE_FILE:
+        raise CheckpointError(f"--teacher {teacher}: pass the teacher's run folder (or a checkpoint folder in it)")
+    path = resolve_checkpoint(teacher) / STATE_FILE
+    try:
+        state = read_json(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise CheckpointError(str(error)) from None
+    if not isinstance(state, dict) or not isinstance(state.get("env_id"), str) or "policy_spec" not in state:
+        raise CheckpointError(
+            f"{path} is not an rlopt checkpoint's state (no env_id or policy_spec): the teacher must be a run of "
+            "rlopt's own trainers (grpo, ppo, sft or distill; a stable-baselines3 run cannot teach)"
+        )
+    return state
 
 
 def distill_config(teacher: str, **values: Any) -> DistillConfig:
@@ -97,16 +115,20 @@ def distill_config(teacher: str, **values: Any) -> DistillConfig:
     state = _teacher_state(teacher)
     values.setdefault("env_id", state["env_id"])
     if values["env_id"] == state["env_id"]:
-        values.setdefault("env_kwargs", dict(state.get("config", {}).get("env_kwargs", {})))
+        recorded = state.get("config")
+        kwargs = recorded.get("env_kwargs") if isinstance(recorded, dict) else None
+        values.setdefault("env_kwargs", dict(kwargs) if isinstance(kwargs, dict) else {})
     return DistillConfig(teacher=teacher, **values)
 
 
-def _distribution(policy: Any, observation: Any) -> Distribution:
-    """The policy's action distribution, batch shape ``(B,)``: an MLP or grid policy's head, a transformer's next
-    token (at temperature 1: the distribution itself, not the sampling settings)."""
+def _distribution(policy: Any, observation: Any) -> tuple[Distribution, torch.Tensor | None]:
+    """The policy's action distribution, batch shape ``(B,)`` (an MLP or grid policy's head, a transformer's next
+    token at temperature 1: the distribution itself, not the sampling settings), and a Mixture-of-Experts trunk's
+    load-balancing loss (None for a dense one)."""
     if hasattr(policy, "forward_dist"):
-        return policy.forward_dist(observation)[0]
-    return Categorical(logits=policy.logits(observation))
+        distribution, _, aux = policy.forward_dist(observation)
+        return distribution, aux.get("aux_loss")
+    return Categorical(logits=policy.logits(observation)), None
 
 
 def _divergence(teacher: Distribution, student: Distribution, kind: str) -> torch.Tensor:
@@ -140,8 +162,10 @@ def _train(config: DistillConfig, session: TrainingSession) -> tuple[torch.nn.Mo
         student = use_precision(student.to(device), config.precision)
         optimizer = make_adam(student.parameters(), config.learning_rate)
         hyperparameters = config.to_dict()
-        session.start(student, hyperparameters)
+        began = time.perf_counter()
         teacher_result = session.evaluator.evaluate(teacher)
+        session.elapsed_before -= time.perf_counter() - began  # the student's wall clock leaves the teacher's test
+        session.start(student, hyperparameters)
         observation, _ = env.reset(seed=config.seed)
         running_return = np.zeros(config.num_envs)
         running_length = np.zeros(config.num_envs, dtype=np.int64)
@@ -226,9 +250,11 @@ def _update(
     observations = obs_to_tensor(states, observation_space, device, check_codes=False)
     count = next(iter(observations.values())).shape[0] if isinstance(observations, dict) else observations.shape[0]
     with torch.no_grad():
-        targets = _distribution(teacher, observations)  # the teacher is scored once per batch
+        targets = _distribution(teacher, observations)[0]  # the teacher is scored once per batch
     generator = torch.Generator().manual_seed(int(session.numpy_rng.integers(2**31)))
-    losses, agreements = [], []
+    losses: list[float] = []
+    agreements: list[float] = []
+    aux_losses: list[float] = []
     for _ in range(config.update_epochs):
         for index in torch.tensor_split(torch.randperm(count, generator=generator), config.num_minibatches):
             if len(index) == 0:
@@ -239,18 +265,25 @@ def _update(
                 if isinstance(observations, dict)
                 else observations[index]
             )
-            student_distribution = _distribution(student, batch)
+            student_distribution, aux_loss = _distribution(student, batch)
             teacher_distribution = _select(targets, index)
-            loss = _divergence(teacher_distribution, student_distribution, config.divergence).mean()
+            kl = _divergence(teacher_distribution, student_distribution, config.divergence).mean()
+            loss = kl
+            if aux_loss is not None and config.num_experts:  # a MoE student keeps its experts balanced, as in GRPO
+                loss = kl + config.aux_loss_coef * aux_loss
+                aux_losses.append(float(aux_loss.detach()))
             if not torch.isfinite(loss):
                 raise FloatingPointError("the distillation loss became non-finite; lower learning_rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(kl.detach()))
             agreements.append(_agreement(teacher_distribution, student_distribution))
-    return {"distill/kl": float(np.mean(losses)), "distill/agreement": float(np.mean(agreements))}
+    metrics = {"distill/kl": float(np.mean(losses)), "distill/agreement": float(np.mean(agreements))}
+    if aux_losses:
+        metrics["moe/aux_loss"] = float(np.mean(aux_losses))
+    return metrics
 
 
 def _select(distribution: Distribution, index: torch.Tensor) -> Distribution:
@@ -295,8 +328,6 @@ def distill_main(args: argparse.Namespace) -> int:
     teacher = values.pop("teacher", "")
     if not teacher:
         raise ConfigError("--teacher is required: an rlopt run folder or checkpoint to learn from")
-    if "env_kwargs" in values and not values["env_kwargs"]:
-        values.pop("env_kwargs")  # the option's default {}: keep the teacher's env kwargs
     _, summary = train_distill(distill_config(teacher, **values))
     success = summary["eval/success_rate"]
     teacher_success = summary["teacher/eval/success_rate"]

@@ -95,11 +95,21 @@ def create_run_folder(logdir: str | os.PathLike[str], name: str, numbered: bool)
             if path.is_dir() and not any(path.iterdir()):
                 return path  # an empty folder made for the run beforehand
             if not numbered:
-                raise ConfigError(
-                    f"{path} already holds a run; continue it with --resume {path} (api.resume), or choose another "
-                    "--run-name (or delete the folder)"
-                ) from None
+                if _run_algo(path) in ("grpo", "ppo"):
+                    advice = f"continue it with --resume {path} (api.resume), or choose another --run-name"
+                else:  # SB3, SFT and distillation runs do not resume
+                    advice = "choose another --run-name"
+                raise ConfigError(f"{path} already holds a run; {advice} (or delete the folder)") from None
     raise ConfigError(f"{root} holds runs {name} to {name}-999; choose another --run-name")
+
+
+def _run_algo(run_dir: Path) -> str | None:
+    """The ``algo`` recorded in a run folder's config.json, or None when it cannot be read."""
+    try:
+        value = read_json(run_dir / CONFIG_FILE).get("algo")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def remove_if_only_config(run_dir: str | os.PathLike[str]) -> bool:

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from agents import ActorCritic, PolicySpec, make_policy
-from rlopt.checkpoint import load_checkpoint, restore_optimizer, restore_torch_rng, save_checkpoint
+from rlopt.checkpoint import checkpoint_step, load_checkpoint, restore_optimizer, restore_torch_rng, save_checkpoint
 from rlopt.config import ConfigError, RunConfig
 from rlopt.evaluation import EvalResult, Evaluator
 from rlopt.logger import RunLogger
@@ -338,6 +338,13 @@ class TrainingSession:
         too when nothing but config.json was written (:meth:`discard_if_unused`)."""
         try:
             return body(config, self)
+        except FloatingPointError as error:  # a diverged run: say what is kept (its logs show where it diverged)
+            self.discard_if_unused()
+            kept = f"; {self.run_dir} keeps what was logged" if self.run_dir.exists() else ""
+            saved = checkpoint_step(self.run_dir) if self.run_dir.exists() else None
+            if saved is not None:
+                kept += f" and its checkpoint at step {saved}"
+            raise FloatingPointError(f"{error} (at env step {self.env_steps}{kept})") from None
         except BaseException:
             self.discard_if_unused()
             raise

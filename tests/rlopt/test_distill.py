@@ -139,3 +139,57 @@ def test_bad_inputs(doorkey_teacher: Path, tmp_path: Path, capsys) -> None:
     assert main(["distill", "--teacher", str(tmp_path / "nothing")]) == 2
     assert "no rlopt checkpoint" in capsys.readouterr().err
     assert main(["--help"]) == 0 and "distill" in capsys.readouterr().out
+
+
+def test_corrupt_teachers_and_a_diverging_run_exit_cleanly(doorkey_teacher: Path, tmp_path: Path, capsys) -> None:
+    """Each exits 2 with a message (no KeyError or FloatingPointError traceback)."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(doorkey_teacher, broken)
+    (broken / "checkpoints" / "latest.json").write_text('{"foo": 1}')
+    assert main(["distill", "--teacher", str(broken), "--logdir", str(tmp_path / "out")]) == 2
+    assert "does not name a checkpoint" in capsys.readouterr().err
+    step = next((doorkey_teacher / "checkpoints").glob("step_*")).name
+    (broken / "checkpoints" / "latest.json").write_text(json.dumps({"name": step}))
+    (broken / "checkpoints" / step / "state.json").write_text("{}")
+    assert main(["distill", "--teacher", str(broken), "--logdir", str(tmp_path / "out")]) == 2
+    assert "not an rlopt checkpoint's state" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(doorkey_teacher / "summary.json")]) == 2
+    assert "pass the teacher's run folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    diverging = ["distill", "--teacher", str(doorkey_teacher), "--logdir", str(tmp_path), "--run-name", "nan"]
+    diverging += ["--learning-rate", "1e12", "--max-grad-norm", "1e12", "--total-steps", "4096", "--no-progress"]
+    assert main([*diverging, "--torch-threads", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "non-finite" in error and "keeps what was logged" in error, error
+    assert main(diverging) == 2  # the folder is kept, and a distillation run is not offered --resume
+    error = capsys.readouterr().err
+    assert "already holds a run" in error and "--resume" not in error, error
+
+
+def test_transformer_options_need_the_transformer(doorkey_teacher: Path) -> None:
+    with pytest.raises(ConfigError, match="add --architecture transformer"):
+        distill_config(str(doorkey_teacher), num_layers=1)
+    with pytest.raises(ConfigError, match="temperature=0.5"):
+        api.make_config("grpo", "rlopt/MathReasoning-v0", temperature=0.5)
+    api.make_config("grpo", "rlopt/MathReasoning-v0", architecture="transformer", temperature=0.5)  # accepted
+
+
+def test_a_mixture_of_experts_student_balances_its_experts(doorkey_teacher: Path, tmp_path: Path) -> None:
+    config = distill_config(
+        str(doorkey_teacher),
+        num_experts=4,
+        top_k=1,
+        total_steps=1024,
+        num_envs=8,
+        rollout_steps=64,
+        logdir=str(tmp_path),
+        run_name="moe",
+        progress=False,
+        eval_episodes=2,
+    )
+    _, summary = train_distill(config)
+    aux = _scalars(tmp_path / "moe", "moe/aux_loss")
+    assert len(aux) == 2 and all(np.isfinite(aux)) and np.isfinite(summary["distill/kl"])
