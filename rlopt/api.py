@@ -181,6 +181,8 @@ def evaluate(
     from rlopt.evaluation import Evaluator
     from rlopt.session import policy_from_checkpoint, resolve_device
 
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"episodes={episodes!r} must be an integer of at least 1")
     run_dir = _sb3_run_folder(checkpoint)
     if run_dir is not None:
         from rlopt.sb3_ppo import evaluate_run

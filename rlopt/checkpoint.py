@@ -117,7 +117,9 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
                 name = read_json(latest)["name"]
             except (ValueError, KeyError, TypeError):
                 name = None
-            if not isinstance(name, str) or not (root / name / STATE_FILE).is_file():
+            # a plain folder name: a latest.json that points elsewhere (../other_run/...) is not followed
+            plain = isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+            if not plain or not (root / name / STATE_FILE).is_file():
                 raise CheckpointError(
                     f'{latest} does not name a checkpoint in {root} (expected {{"name": "step_..."}}); pass '
                     "one of its step_* folders instead"
@@ -139,6 +141,27 @@ def checkpoint_step(run_dir: str | os.PathLike[str]) -> int | None:
     return step if (folder / MODEL_FILE).is_file() else None
 
 
+def check_state(state: Any, path: str | os.PathLike[str]) -> None:
+    """Refuse a state.json without what every reader of a checkpoint relies on (an edited or foreign file).
+
+    Raises:
+        CheckpointError: naming the file and the first field that is missing or of the wrong type.
+    """
+    if not isinstance(state, dict):
+        kind = type(state).__name__
+        raise CheckpointError(f"{path} is not an rlopt checkpoint's state: it holds a {kind}, not an object")
+    expected = {"env_id": str, "policy_spec": dict, "step": int}
+    for key, kind in expected.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "nothing" if key not in state else repr(value)
+            raise CheckpointError(
+                f"{path} is not a usable rlopt checkpoint's state: {key} should be a {kind.__name__}, found {found}"
+            )
+    if not isinstance(state.get("config", {}), dict):
+        raise CheckpointError(f"{path}: config should be an object, found {state['config']!r}")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint. Returns ``(state, model_state_dict, optimizer_tensors)``; nothing is unpickled."""
     folder = resolve_checkpoint(path)
@@ -146,6 +169,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         state = read_json(folder / STATE_FILE)
     except (FileNotFoundError, ValueError) as error:
         raise CheckpointError(str(error)) from None
+    check_state(state, folder / STATE_FILE)
     for name in (MODEL_FILE, OPTIMIZER_FILE):
         _check_safetensors(folder / name)
     try:

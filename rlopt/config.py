@@ -85,8 +85,16 @@ class RunConfig:
     env_kwargs: dict = option({}, "Extra keyword arguments for gymnasium.make / make_vec (JSON on the command line).")
 
     def __post_init__(self) -> None:
+        self._check_types()
         if not isinstance(self.env_id, str) or not self.env_id:
             raise ConfigError("env_id must be a Gymnasium id such as rlopt/GridGame-Empty-5x5-v0 or CartPole-v1")
+        if self.run_name is not None and (
+            not self.run_name or self.run_name in (".", "..") or "/" in self.run_name or "\\" in self.run_name
+        ):
+            raise ConfigError(
+                f"run_name={self.run_name!r} must be a plain folder name (no / or \\): the run folder is "
+                "LOGDIR/RUN_NAME; choose the parent folder with --logdir"
+            )
         check_range("seed", self.seed, 0)
         check_range("total_steps", self.total_steps, 0, low_open=True)
         check_range("eval_episodes", self.eval_episodes, 1)
@@ -94,6 +102,27 @@ class RunConfig:
         check_range("checkpoint_every", self.checkpoint_every, 0)
         if not isinstance(self.env_kwargs, dict):
             raise ConfigError(f"env_kwargs must be a dict of keyword arguments, got {self.env_kwargs!r}")
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type for any field (``learning_rate="abc"`` from the API or an edited
+        config.json), naming it, before a range check fails on it with a bare TypeError. A whole float for an int
+        field (``total_steps=1e5``) becomes that int, and a list for a tuple field a tuple."""
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            value = getattr(self, item.name)
+            kind, nullable = _field_kind(hints[item.name])
+            if kind is None or (value is None and nullable):
+                continue
+            if kind is int and isinstance(value, float) and value.is_integer():
+                setattr(self, item.name, int(value))
+            elif kind in (int, float) and _is_kind(value, kind) and type(value) not in (int, float):
+                setattr(self, item.name, kind(value))  # numpy scalars as Python numbers (config.json is JSON)
+            elif kind is tuple and isinstance(value, list):
+                setattr(self, item.name, tuple(value))
+            elif not _is_kind(value, kind):
+                wanted = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                          dict: "a JSON object", tuple: "a list"}[kind]  # fmt: skip
+                raise ConfigError(f"{item.name}={value!r} must be {wanted}")
 
     @property
     def evaluation_interval(self) -> int:
@@ -122,6 +151,36 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _field_kind(hint: Any) -> tuple[type | None, bool]:
+    """``(kind, nullable)`` of a field's annotation: kind is int, float, str, bool, dict or tuple, or None for an
+    annotation this check leaves alone."""
+    nullable = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+        nullable = len(arguments) < len(typing.get_args(hint))
+        if len(arguments) != 1:
+            return None, nullable
+        hint = arguments[0]
+    origin = typing.get_origin(hint) or hint
+    return (origin if origin in (int, float, str, bool, dict, tuple) else None), nullable
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    import numbers
+
+    import numpy as np
+
+    if kind is bool:
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real)
+    return isinstance(value, kind)
 
 
 def _is_tuple_type(hint: Any) -> bool:

@@ -93,20 +93,21 @@ def _teacher_state(teacher: str) -> dict[str, Any]:
     Raises:
         CheckpointError: ``teacher`` is not an rlopt checkpoint, or its state.json is corrupt.
     """
-    from rlopt.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
+    from rlopt.checkpoint import STATE_FILE, CheckpointError, check_state, resolve_checkpoint
 
     if str(teacher).endswith(".json") and Path(teacher).name != STATE_FILE:
         raise CheckpointError(f"--teacher {teacher}: pass the teacher's run folder (or a checkpoint folder in it)")
+    if (Path(teacher) / "checkpoints" / "model.zip").is_file() or Path(teacher).name == "model.zip":
+        raise CheckpointError(
+            f"--teacher {teacher} is a stable-baselines3 run: a teacher must be a run of rlopt's own trainers "
+            "(grpo, ppo, sft or distill)"
+        )
     path = resolve_checkpoint(teacher) / STATE_FILE
     try:
         state = read_json(path)
     except (FileNotFoundError, ValueError) as error:
         raise CheckpointError(str(error)) from None
-    if not isinstance(state, dict) or not isinstance(state.get("env_id"), str) or "policy_spec" not in state:
-        raise CheckpointError(
-            f"{path} is not an rlopt checkpoint's state (no env_id or policy_spec): the teacher must be a run of "
-            "rlopt's own trainers (grpo, ppo, sft or distill; a stable-baselines3 run cannot teach)"
-        )
+    check_state(state, path)
     return state
 
 

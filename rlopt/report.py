@@ -190,6 +190,13 @@ def load_runs(tb_dir: str | Path, score: str = EVAL_REWARD) -> list[RunRecord]:
             RunRecord(run_dir.name, run_dir, env_id, algo, seed, config, summary, curves, start, error, score)
         )
     known = {runs.env_slug(record.env_id): record.env_id for record in records if record.config or record.summary}
+    if any(record.env_id not in known for record in records if not (record.config or record.summary)):
+        import gymnasium as gym
+
+        import envs  # noqa: F401  (registers the rlopt/... ids)
+
+        registered = {runs.env_slug(env_id): env_id for env_id in gym.registry}
+        known = {**registered, **known}  # a run that failed before writing config.json: its id from the registry
     for record in records:
         record.env_id = known.get(record.env_id, record.env_id)
     return sorted(records, key=lambda record: (record.env_id, _algo_rank(record.algo), record.algo, record.seed))

@@ -95,9 +95,11 @@ def create_run_folder(logdir: str | os.PathLike[str], name: str, numbered: bool)
             if path.is_dir() and not any(path.iterdir()):
                 return path  # an empty folder made for the run beforehand
             if not numbered:
-                if _run_algo(path) in ("grpo", "ppo"):
+                from rlopt.checkpoint import checkpoint_step
+
+                if _run_algo(path) in ("grpo", "ppo") and checkpoint_step(path) is not None:
                     advice = f"continue it with --resume {path} (api.resume), or choose another --run-name"
-                else:  # SB3, SFT and distillation runs do not resume
+                else:  # SB3, SFT and distillation runs do not resume, nor does a run without a checkpoint
                     advice = "choose another --run-name"
                 raise ConfigError(f"{path} already holds a run; {advice} (or delete the folder)") from None
     raise ConfigError(f"{root} holds runs {name} to {name}-999; choose another --run-name")

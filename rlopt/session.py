@@ -15,7 +15,14 @@ import torch
 from tqdm import tqdm
 
 from agents import ActorCritic, PolicySpec, make_policy
-from rlopt.checkpoint import checkpoint_step, load_checkpoint, restore_optimizer, restore_torch_rng, save_checkpoint
+from rlopt.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    load_checkpoint,
+    restore_optimizer,
+    restore_torch_rng,
+    save_checkpoint,
+)
 from rlopt.config import ConfigError, RunConfig
 from rlopt.evaluation import EvalResult, Evaluator
 from rlopt.logger import RunLogger
@@ -178,13 +185,21 @@ class TrainingSession:
     def restore(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Load the latest checkpoint of this run into ``policy`` and ``optimizer``; returns its extra state."""
         state, model_state, tensors = load_checkpoint(self.run_dir)
-        policy.load_state_dict(model_state)
-        restore_optimizer(optimizer, state, tensors)
-        restore_torch_rng(tensors)
-        self.numpy_rng.bit_generator.state = state["numpy_rng"]
-        self.env_steps = int(state["step"])
-        self.iteration = int(state["iteration"])
-        self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
+        try:
+            policy.load_state_dict(model_state)
+            restore_optimizer(optimizer, state, tensors)
+            restore_torch_rng(tensors)
+            self.numpy_rng.bit_generator.state = state["numpy_rng"]
+            self.env_steps = int(state["step"])
+            self.iteration = int(state["iteration"])
+            self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # an edited or damaged state.json
+            name = error.args[0] if isinstance(error, KeyError) and error.args else None
+            detail = f"it lacks {name!r}" if name is not None else str(error).splitlines()[0]
+            raise CheckpointError(
+                f"the latest checkpoint in {self.run_dir} cannot be resumed ({detail}); it may have been edited or "
+                "damaged: restore it, or start a new run (--init can still take its weights if they load)"
+            ) from None
         self.last_eval_step = self.last_checkpoint_step = self.env_steps
         return state.get("extra", {})
 
@@ -344,7 +359,9 @@ class TrainingSession:
             saved = checkpoint_step(self.run_dir) if self.run_dir.exists() else None
             if saved is not None:
                 kept += f" and its checkpoint at step {saved}"
-            raise FloatingPointError(f"{error} (at env step {self.env_steps}{kept})") from None
+            if saved is None and self.run_dir.exists():
+                kept += " (no checkpoint was saved: delete the folder to reuse its name)"
+            raise FloatingPointError(f"{error} (after env step {self.env_steps}{kept})") from None
         except BaseException:
             self.discard_if_unused()
             raise

@@ -188,6 +188,15 @@ def fake_tb(tmp_path_factory) -> Path:
     return tb
 
 
+def test_a_lone_failed_run_is_reported_under_its_env_id(tmp_path: Path):
+    """No finished run names the env: the id comes from Gymnasium's registry, not the folder's slug."""
+    failed = tmp_path / run_name_for("rlopt/MathReasoning-v0", "grpo", 0)
+    failed.mkdir()
+    (failed / "error.txt").write_text("ValueError: exploded\n")
+    (record,) = load_runs(tmp_path)
+    assert record.env_id == "rlopt/MathReasoning-v0" and record.status == "failed"
+
+
 def test_load_runs_reads_every_folder(fake_tb: Path):
     records = load_runs(fake_tb)
     assert len(records) == 13

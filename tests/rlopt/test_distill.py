@@ -154,7 +154,7 @@ def test_corrupt_teachers_and_a_diverging_run_exit_cleanly(doorkey_teacher: Path
     (broken / "checkpoints" / "latest.json").write_text(json.dumps({"name": step}))
     (broken / "checkpoints" / step / "state.json").write_text("{}")
     assert main(["distill", "--teacher", str(broken), "--logdir", str(tmp_path / "out")]) == 2
-    assert "not an rlopt checkpoint's state" in capsys.readouterr().err
+    assert "not a usable rlopt checkpoint's state" in capsys.readouterr().err
     assert main(["distill", "--teacher", str(doorkey_teacher / "summary.json")]) == 2
     assert "pass the teacher's run folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -410,6 +410,59 @@ def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
         api.load_policy(checkpoint)
 
 
+def test_edited_checkpoint_state_is_refused_by_name(tmp_path: Path, capsys) -> None:
+    """A state.json that is valid JSON but not a checkpoint's state (edited, or from another tool) gives a clear
+    error in eval, --init and --resume, never a KeyError or TypeError traceback; a latest.json that points out of
+    its run folder is not followed."""
+    import shutil
+
+    from rlopt.cli import main
+
+    api.train(_small(tmp_path / "src", total_steps=500))
+    source = tmp_path / "src" / "run"
+    step = next((source / "checkpoints").glob("step_*")).name
+
+    def broken(name: str, edit) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(source, copy)
+        path = copy / "checkpoints" / step / "state.json"
+        state = json.loads(path.read_text())
+        path.write_text(json.dumps(edit(state)))
+        return copy
+
+    no_spec = broken("no_spec", lambda state: {k: v for k, v in state.items() if k != "policy_spec"})
+    a_list = broken("a_list", lambda state: [1, 2])
+    bad_step = broken("bad_step", lambda state: {**state, "step": "abc"})
+    bad_rng = broken("bad_rng", lambda state: {**state, "numpy_rng": {"bit_generator": "PCG64", "state": "x"}})
+    for folder, expected in ((no_spec, "policy_spec"), (a_list, "holds a list"), (bad_step, "step should be")):
+        assert main(["eval", str(folder), "--episodes", "2"]) == 2
+        assert expected in capsys.readouterr().err
+        with pytest.raises(CheckpointError, match=expected):
+            api.train(_small(tmp_path / "init", init=str(folder), run_name=folder.name))
+    assert main(["train", "--resume", str(bad_rng), "--total-steps", "5000", "--no-progress"]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
+    assert json.loads((bad_rng / "config.json").read_text())["config"]["total_steps"] == 500  # left as it was
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(source, elsewhere)
+    (elsewhere / "checkpoints" / "latest.json").write_text(json.dumps({"name": f"../../src/run/checkpoints/{step}"}))
+    with pytest.raises(CheckpointError, match="does not name a checkpoint"):
+        api.load_policy(elsewhere)
+
+
+def test_wrong_value_types_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="learning_rate='abc' must be a number"):
+        _small(tmp_path, learning_rate="abc")
+    with pytest.raises(ConfigError, match="total_steps='1000' must be an integer"):
+        _small(tmp_path, total_steps="1000")
+    with pytest.raises(ConfigError, match="run_name='../x' must be a plain folder name"):
+        _small(tmp_path, run_name="../x")
+    config = _small(tmp_path, total_steps=1e4, seed=np.int64(3))
+    assert config.total_steps == 10_000 and type(config.seed) is int
+    with pytest.raises(ConfigError, match="episodes=0"):
+        api.evaluate(tmp_path / "nothing", episodes=0)
+
+
 def test_a_safetensors_header_whose_length_starts_with_0x80_loads(tmp_path: Path) -> None:
     """A header of 3,200 (0x0c80) bytes makes the file's first byte 0x80, a pickle's first opcode: such a checkpoint
     (rlopt PPO's math transformer from an SFT start had one) must load, not be refused as a pickle."""

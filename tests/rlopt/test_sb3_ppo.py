@@ -256,3 +256,14 @@ def test_checkpoint_reloads_and_evaluation_is_deterministic(cartpole_run):
         result = api.evaluate(path, episodes=8)
         assert result["eval/mean_reward"] == first["eval/mean_reward"] and result["env_id"] == "CartPole-v1"
         assert result["env_steps_trained"] == summary["env_steps"] and result["episodes"] == 8
+
+
+def test_an_sb3_run_cannot_teach_and_is_not_offered_resume(cartpole_run):
+    from rlopt.checkpoint import CheckpointError
+    from rlopt.distill import distill_config
+
+    _, _, run_dir = cartpole_run
+    with pytest.raises(CheckpointError, match="stable-baselines3 run"):
+        distill_config(str(run_dir))
+    with pytest.raises(ConfigError, match="already holds a run; choose another --run-name"):
+        runs.create_run_folder(run_dir.parent, run_dir.name, numbered=False)
