@@ -254,7 +254,34 @@ def job_config(
         **overrides,
     )
     _check_precision(config)
+    _check_buildable(config)
     return config.to_dict()
+
+
+_BUILT: set[tuple[str, str]] = set()  # (env id, env kwargs) pairs that _check_buildable has built once
+
+
+def _check_buildable(config: Any) -> None:
+    """The job's env builds with its env kwargs, and its ``init`` checkpoint (if any) exists, so that a bad
+    ``--override ALGO.env_kwargs=...`` or ``ALGO.init=...`` stops the command before any run starts rather than
+    failing every worker.
+
+    Raises:
+        ConfigError: an env kwarg the env does not take or a value it refuses (ValueError), or a missing checkpoint
+            (CheckpointError, a ValueError).
+    """
+    import gymnasium as gym
+
+    from rlopt.checkpoint import resolve_checkpoint
+    from rlopt.vector import env_kwargs_checked
+
+    key = (config.env_id, json.dumps(config.env_kwargs, sort_keys=True, default=str))
+    if key not in _BUILT:
+        with env_kwargs_checked(config.env_id):
+            gym.make(config.env_id, **config.env_kwargs).close()
+        _BUILT.add(key)
+    if getattr(config, "init", None):
+        resolve_checkpoint(config.init)
 
 
 def resume_training(

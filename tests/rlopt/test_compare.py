@@ -447,6 +447,9 @@ def test_plan_resumes_only_rlopt_runs_with_a_checkpoint_and_the_same_settings(tm
         ("grpo", {"precision": "bf16"}, "--override grpo.precision=bf16: precision='bf16' applies to the token"),
         ("sb3_ppo", {"n_envs": 0}, r"--override sb3_ppo.n_envs=0: n_envs=0 is outside the accepted range"),
         ("ppo@x", {"eval_media": "no", "ent_coef": 0.1}, "--override ppo@x.eval_media=no: eval_media='no' must be"),
+        ("grpo", {"env_kwargs": {"sise": 5}}, "does not take one of the env kwargs"),
+        ("sb3_ppo", {"env_kwargs": {"size": 2}}, "size must be an integer >= 4"),
+        ("ppo", {"init": "no/such/run"}, "no rlopt checkpoint at no/such/run"),
     ],
 )
 def test_bad_overrides_fail_before_anything_starts(tmp_path: Path, label, values, message):
