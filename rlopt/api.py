@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,10 @@ def config_class(algo: str) -> type[RunConfig]:
 
 
 def make_config(algo: str, env_id: str, preset: bool = True, **overrides: Any) -> RunConfig:
-    """A validated config for ``algo`` on ``env_id``: defaults, then the env's preset, then ``overrides``."""
+    """A validated config for ``algo`` on ``env_id``: defaults, then the env's preset, then ``overrides``. The env
+    itself is built (and an unknown id or env kwarg found) when training starts."""
+    if not isinstance(env_id, str) or not env_id:
+        raise ConfigError(f"env_id={env_id!r} must be a Gymnasium id such as rlopt/GridGame-Empty-5x5-v0")
     values: dict[str, Any] = {"env_id": env_id}
     if preset:
         if algo == "sb3_ppo":
@@ -65,8 +69,11 @@ def algo_of(config: RunConfig) -> str:
 
 def train(config: RunConfig, resume: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train with the algorithm that ``config`` belongs to. Returns ``(model, summary)``."""
-    module = _module(algo_of(config))
+    algo = algo_of(config)
+    module = _module(algo)
     if resume:
+        if algo not in ("grpo", "ppo"):
+            raise ConfigError(f"resume=True supports rlopt's own grpo and ppo runs, not {algo}")
         return module.train(config, resume=True)
     return module.train(config)
 
@@ -113,6 +120,10 @@ def resume(
     values["run_name"] = run_dir.name
     if total_steps is not None:
         from rlopt.checkpoint import STATE_FILE, resolve_checkpoint
+
+        if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral):
+            raise ConfigError(f"total_steps={total_steps!r} must be an integer")
+        total_steps = int(total_steps)
 
         done = int(read_json(resolve_checkpoint(run_dir) / STATE_FILE)["step"])
         if total_steps <= done:
@@ -181,8 +192,11 @@ def evaluate(
     from rlopt.evaluation import Evaluator
     from rlopt.session import policy_from_checkpoint, resolve_device
 
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+    if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral) or episodes < 1:
         raise ConfigError(f"episodes={episodes!r} must be an integer of at least 1")
+    episodes = int(episodes)
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ConfigError(f"env_kwargs must be a dict of keyword arguments, got {env_kwargs!r}")
     run_dir = _sb3_run_folder(checkpoint)
     if run_dir is not None:
         from rlopt.sb3_ppo import evaluate_run

@@ -192,47 +192,58 @@ def group_advantages(
     return advantages, metrics
 
 
-def process_advantages(step_rewards: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+def process_advantages(
+    step_rewards: Tensor, mask: Tensor, eps: float = 1e-6, reward_mask: Tensor | None = None
+) -> Tensor:
     """Process-supervision advantages (DeepSeekMath arXiv:2402.03300 sec. 4.1.3).
 
-    Every valid step reward of a group is normalised by the mean and unbiased std of *all* valid step rewards of
-    that group (every step of every member, as in the paper), and the advantage of step ``t`` is the sum of the
-    member's normalised rewards at steps ``>= t``. With one step per member this equals
+    The step rewards of a group (one per reasoning step of every member, where ``reward_mask`` is True) are
+    normalised by the mean and unbiased std of all of them, as in the paper, and the advantage of token ``t`` is the
+    sum of the member's normalised rewards at reward positions ``>= t``. Without ``reward_mask`` every valid step
+    carries a reward (a dense-reward env such as the arm). With one reward per member this equals
     :func:`group_advantages` with ``scale_rewards="group"``.
 
     Args:
-        step_rewards: (P, G, L) float per-step rewards; values at masked positions are ignored.
-        mask: (P, G, L) bool, True where the step is valid.
+        step_rewards: (P, G, L) float per-step rewards; values outside ``reward_mask & mask`` are ignored.
+        mask: (P, G, L) bool, True where the step is valid (gets an advantage).
         eps: non-negative constant added to the group std.
+        reward_mask: (P, G, L) bool, True where a step reward is given (the end of a reasoning step); None: every
+            valid step. Positions outside ``mask`` are ignored.
 
     Returns:
-        (P, G, L) advantages; 0 at masked positions and for every step of a group whose valid step rewards are all
-        equal (including groups with fewer than two valid steps).
+        (P, G, L) advantages; 0 at masked positions and for every step of a group whose step rewards are all
+        equal (including groups with fewer than two).
     """
     _check_ndim(step_rewards, 3, "step_rewards", "(P, G, L)")
     _check_float(step_rewards, "step_rewards")
     _check_bool(mask, "mask")
     _check_same_shape(step_rewards, "step_rewards", mask=mask)
     _check_coefficient(eps, "eps", 0.0, math.inf)
+    if reward_mask is None:
+        events = mask
+    else:
+        _check_bool(reward_mask, "reward_mask")
+        _check_same_shape(step_rewards, "step_rewards", reward_mask=reward_mask)
+        events = reward_mask & mask
 
-    rewards = torch.where(mask, step_rewards, torch.zeros_like(step_rewards))
+    rewards = torch.where(events, step_rewards, torch.zeros_like(step_rewards))
     _check_finite(rewards, "step_rewards (valid positions)")
-    count = mask.sum(dim=(1, 2))  # (P,)
+    count = events.sum(dim=(1, 2))  # (P,)
     mean = rewards.sum(dim=(1, 2)) / count.clamp(min=1)
-    centered = torch.where(mask, rewards - mean[:, None, None], torch.zeros_like(rewards))
+    centered = torch.where(events, rewards - mean[:, None, None], torch.zeros_like(rewards))
     variance = centered.square().sum(dim=(1, 2)) / (count - 1).clamp(min=1)
-    # Dead group: all valid step rewards exactly equal (max == min), or fewer than two valid steps.
-    high = torch.where(mask, rewards, torch.full_like(rewards, -math.inf)).amax(dim=(1, 2))
-    low = torch.where(mask, rewards, torch.full_like(rewards, math.inf)).amin(dim=(1, 2))
+    # Dead group: all step rewards exactly equal (max == min), or fewer than two of them.
+    high = torch.where(events, rewards, torch.full_like(rewards, -math.inf)).amax(dim=(1, 2))
+    low = torch.where(events, rewards, torch.full_like(rewards, math.inf)).amin(dim=(1, 2))
     zero_std = (high == low) | (count < 2)
     # sqrt of a safe positive value: dead groups get 1, so sqrt's gradient never sees 0.
     tiny = torch.finfo(rewards.dtype).tiny
     std = torch.where(zero_std, torch.ones_like(variance), variance).clamp_min(tiny).sqrt()
-    live = mask & ~zero_std[:, None, None]
-    normalized = torch.where(live, centered / (std + eps)[:, None, None], torch.zeros_like(rewards))
+    live_events = events & ~zero_std[:, None, None]
+    normalized = torch.where(live_events, centered / (std + eps)[:, None, None], torch.zeros_like(rewards))
     # Reward-to-go along L: reverse cumulative sum.
     to_go = normalized.flip(-1).cumsum(dim=-1).flip(-1)
-    return torch.where(live, to_go, torch.zeros_like(to_go))
+    return torch.where(mask & ~zero_std[:, None, None], to_go, torch.zeros_like(to_go))
 
 
 def step_advantages(

@@ -19,13 +19,16 @@ Where this departs from the paper:
 6. An optional difficulty curriculum (not in the paper; :mod:`rlopt.curriculum`) moves the env's ``level`` by the
    success rate of recent training episodes, all sampled ones (before dynamic sampling filters them), so that
    groups keep a mix of successes and failures and carry gradient.
+7. Process advantages on the math env, whose reward is paid on the last token, read one reward per reasoning step
+   from the finished completion (:mod:`rlopt.process_rewards`): the paper's process reward model is replaced by
+   the env's exact step checker.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ from rlopt import functional as F
 from rlopt.config import ConfigError, PolicyOptions, RunConfig, check_choice, check_range, option
 from rlopt.curriculum import Curriculum, curriculum_env_kwargs
 from rlopt.logger import mean_or_nan
+from rlopt.process_rewards import math_process_weight, math_step_rewards
 from rlopt.rollout import (
     GroupedRollout,
     collect_groups,
@@ -79,7 +83,8 @@ class GRPOConfig(PolicyOptions, RunConfig):
     advantage_eps: float = option(1e-6, "Epsilon added to the std when scaling advantages.")
     advantage: str = option(
         "outcome",
-        "outcome: episode return per group; process: per-step rewards normalised over the group (DeepSeekMath); "
+        "outcome: episode return per group; process: one reward per reasoning step, normalised over the group "
+        "(DeepSeekMath; on the math env each sound step's share of the process reward, so it needs reward=cot); "
         "step: each step's reward-to-go against the group's mean reward-to-go at that step (for dense rewards).",
         ("outcome", "process", "step"),
     )
@@ -148,7 +153,33 @@ class GRPOConfig(PolicyOptions, RunConfig):
         check_range("advantage_eps", self.advantage_eps, 0.0)
         check_choice("advantage", self.advantage, ("outcome", "process", "step"))
         check_range("max_episode_steps", self.max_episode_steps, 0)
+        self._check_process_advantage()
         self._check_curriculum()
+
+    def _check_process_advantage(self) -> None:
+        """Process advantages normalise by the group's std of step rewards (the paper's only choice), and on the
+        math env they need the process reward (:mod:`rlopt.process_rewards`)."""
+        if self.advantage != "process":
+            return
+        if self.scale_rewards != "group":
+            raise ConfigError(
+                f"scale_rewards={self.scale_rewards!r} does not apply to advantage='process', which always divides "
+                "by the group's std of step rewards (DeepSeekMath); use advantage='step' for per-step advantages "
+                "with batch or no scaling"
+            )
+        if _is_math(self.env_id):
+            from rlopt.process_rewards import math_process_weight
+
+            try:
+                weight = math_process_weight(self.env_kwargs)
+            except (ValueError, TypeError):
+                return  # a bad reward or weights kwarg: the env says what is wrong when it is built
+            if weight <= 0:
+                raise ConfigError(
+                    "advantage='process' on the math env needs a process reward to give each reasoning step its "
+                    'own reward: add --env-kwargs \'{"reward": "cot"}\' (or a weights entry for process), or use '
+                    "advantage='outcome'"
+                )
 
     def _check_curriculum(self) -> None:
         """Validate the curriculum options and, when it is on, fix ``level`` and ``max_length`` in ``env_kwargs``
@@ -162,6 +193,13 @@ class GRPOConfig(PolicyOptions, RunConfig):
                 f"{self.curriculum_promote_at} (the level falls at the first and rises at the second)"
             )
         if not self.curriculum:
+            changed = [
+                f"{item.name}={getattr(self, item.name)!r}"
+                for item in fields(self)
+                if item.name.startswith("curriculum_") and getattr(self, item.name) != item.default
+            ]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} set the curriculum, which is off: add --curriculum")
             return
         self.env_kwargs, observation_size = curriculum_env_kwargs(
             self.env_id, self.env_kwargs, self.curriculum_min_level, self.curriculum_max_level
@@ -390,6 +428,15 @@ def _filter_signal(rollout: GroupedRollout) -> np.ndarray:
     return rollout.returns.reshape(rollout.num_groups, rollout.group_size)
 
 
+def _is_math(env_id: str) -> bool:
+    return env_id.rpartition(":")[2].startswith("rlopt/MathReasoning")
+
+
+def _first_observations(rollout: GroupedRollout) -> np.ndarray:
+    """``(N, ...)`` each episode's first observation (the math env's prompt)."""
+    return np.asarray(rollout.observations[0])
+
+
 def _advantages(config: GRPOConfig, rollout: GroupedRollout) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-step advantages ``(N, L)`` (0 where masked) and metrics."""
     num_groups, group_size = rollout.num_groups, rollout.group_size
@@ -402,7 +449,24 @@ def _advantages(config: GRPOConfig, rollout: GroupedRollout) -> tuple[torch.Tens
     else:
         step_rewards = torch.as_tensor(rollout.rewards, dtype=torch.float32).reshape(num_groups, group_size, -1)
         group_mask = mask.reshape(num_groups, group_size, -1)
-        if config.advantage == "process":
+        if config.advantage == "process" and _is_math(config.env_id):
+            # one reward per reasoning step, not per token: the env pays the episode's reward on its last token
+            rewards, events = math_step_rewards(
+                _first_observations(rollout),
+                rollout.actions,
+                rollout.lengths,
+                rollout.rewards,
+                rollout.reward_terms["process"],
+                math_process_weight(config.env_kwargs),
+            )
+            shape = (num_groups, group_size, -1)
+            grouped = F.process_advantages(
+                torch.as_tensor(rewards, dtype=torch.float32).reshape(shape),
+                group_mask,
+                config.advantage_eps,
+                reward_mask=torch.as_tensor(events).reshape(shape),
+            )
+        elif config.advantage == "process":
             grouped = F.process_advantages(step_rewards, group_mask, config.advantage_eps)
         else:
             grouped, step_metrics = F.step_advantages(

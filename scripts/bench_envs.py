@@ -87,7 +87,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,64,1024,4096", help="Batch sizes N (default: 1,64,1024,4096).")
     parser.add_argument("--seconds", type=float, default=3.0, help="Seconds per measurement (default: 3).")
     args = parser.parse_args()
-    sizes = [int(size) for size in args.sizes.split(",")]
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated whole numbers such as 1,64,1024, got {args.sizes!r}")
+    if min(sizes) < 1:
+        parser.error(f"--sizes must all be at least 1, got {args.sizes!r}")
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be above 0, got {args.seconds}")
 
     print(f"rlopt env benchmark, {datetime.date.today()}, {machine_description()}, one process")
     print(f"command: python scripts/bench_envs.py --sizes {args.sizes} --seconds {args.seconds}\n")
@@ -113,7 +120,10 @@ def main() -> None:
     print("\n| env | N | steps/s | vs reference |")
     print("|---|---:|---:|---:|")
     for family, env_id, num_envs, sps, ratio, eps in rows:
-        shown = f"{ratio:.0f}x" if ratio else (f"{eps:,.0f} episodes/s" if family == "math" else "-")
+        if ratio:
+            shown = f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"  # the arm's 0.16x is not "0x"
+        else:
+            shown = f"{eps:,.0f} episodes/s" if family == "math" else "-"
         print(f"| {env_id} | {num_envs} | {sps:,.0f} | {shown} |")
 
 

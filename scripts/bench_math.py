@@ -771,6 +771,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     from agents.transformer import GROUP_ROW_MAX_SLOTS, TransformerPolicy
     from rlopt.runs import machine_description
 
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise SystemExit(f"--json {args.json}: its folder does not exist (create it first; nothing was measured)")
     torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
@@ -801,6 +803,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]
     )
     sides = [side for side in ("rlopt", "trl") if args.side in ("both", side)]
     if "trl" in sides and missing is not None:
+        if sides == ["trl"]:  # nothing would be measured
+            raise SystemExit(missing.replace("TRL half skipped", "--side trl cannot run"))
         print(missing)
         sides.remove("trl")
     results: dict[str, SideResult] = {}

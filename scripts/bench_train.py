@@ -118,6 +118,14 @@ def main() -> None:
     print(f"GRPO / SB3 PPO steps per second: {median['grpo'] / median['sb3_ppo']:.1f}x on {ENV_ID}")
     cpu_ratio = float(np.median(per_cpu["grpo"])) / float(np.median(per_cpu["sb3_ppo"]))
     print(f"GRPO / SB3 PPO steps per CPU second: {cpu_ratio:.1f}x")
+    steps = {algo: float(np.median([summary["env_steps"] for summary in runs])) for algo, runs in results.items()}
+    if max(steps.values()) > 1.25 * min(steps.values()):
+        # each side trains in whole batches (GRPO: P x G whole episodes), so a small --steps runs them unequally
+        # and the per-second rates include unequal fixed costs
+        print(
+            f"note: the sides ran unequal env steps (median GRPO {steps['grpo']:,.0f}, SB3 PPO "
+            f"{steps['sb3_ppo']:,.0f}); use a larger --steps for a fair ratio"
+        )
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def test_curriculum_needs_an_env_with_levels(tmp_path: Path) -> None:
 
 def test_init_policy_too_short_for_the_curriculum_fails_at_build_time(tmp_path: Path) -> None:
     # a transformer built for level 1's 32-token observations (context_length 0 = the observation length)
-    config = _math_config(tmp_path, curriculum=False, architecture="transformer", num_layers=1, model_dim=32)
+    config = api.make_config("grpo", MATH, architecture="transformer", num_layers=1, model_dim=32)
     level_one = gym.make(MATH, level=1)
     policy = make_policy(config.policy_spec(value_head=False), level_one.observation_space, level_one.action_space)
     checkpoint = save_checkpoint(

@@ -376,7 +376,7 @@ def test_dynamic_sampling_and_variants_run(tmp_path: Path) -> None:
         kl_coef=0.05,
         ref_reset_every=2,
         clip_coef_high=0.28,
-        advantage="process",
+        advantage="step",
         lr_schedule="linear",
     )
     _, summary = api.train(config)
@@ -461,6 +461,16 @@ def test_wrong_value_types_are_named(tmp_path: Path) -> None:
     assert config.total_steps == 10_000 and type(config.seed) is int
     with pytest.raises(ConfigError, match="episodes=0"):
         api.evaluate(tmp_path / "nothing", episodes=0)
+    with pytest.raises(ConfigError, match="env_kwargs must be a dict"):
+        api.evaluate(tmp_path / "nothing", env_kwargs='{"level": 1}')
+    with pytest.raises(ConfigError, match="env_id=None"):
+        api.make_config("grpo", None)
+    with pytest.raises(ConfigError, match="not sb3_ppo"):
+        api.train(api.make_config("sb3_ppo", "CartPole-v1"), resume=True)
+    _, summary = api.train(_small(tmp_path, total_steps=300))
+    with pytest.raises(ConfigError, match="total_steps='9000' must be an integer"):
+        api.resume(summary["run_dir"], total_steps="9000")
+    assert api.evaluate(summary["run_dir"], episodes=np.int64(2))["episodes"] == 2
 
 
 def test_a_safetensors_header_whose_length_starts_with_0x80_loads(tmp_path: Path) -> None:
