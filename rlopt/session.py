@@ -145,6 +145,11 @@ def use_precision(policy: Any, precision: str) -> Any:
         raise ConfigError(str(error)) from None
 
 
+#: k of the pass@k that the final evaluation of a GRPO, PPO or distillation run on the math env reports (from 2k
+#: sampled completions per held-out problem)
+MATH_PASS_K = 4
+
+
 class TrainingSession:
     """Run folder, logger, evaluator, checkpoints and progress bar of one training run."""
 
@@ -268,6 +273,8 @@ class TrainingSession:
         result = self.evaluator.evaluate(policy)
         self.last_eval_result = result
         self.log(result.metrics())
+        if self._is_math():
+            self._log_math_metrics(policy, 0)
         media = self.evaluator.showcase(policy) if self.config.eval_media else None
         if media is not None and self.logger is not None:
             kind, content = media
@@ -276,6 +283,36 @@ class TrainingSession:
             else:
                 self.logger.text("eval/completion", f"```\n{content}\n```", self.env_steps)
         return result
+
+    def _is_math(self) -> bool:
+        """A run on the math env by a trainer without its own math evaluation (SFT has one)."""
+        return self.algo != "sft" and self.config.env_id.rpartition(":")[2].startswith("rlopt/MathReasoning")
+
+    def _log_math_metrics(self, policy: torch.nn.Module, k: int) -> dict[str, Any]:
+        """Log the math metrics of :func:`rlopt.math_eval.math_metrics` on the evaluation's held-out problems: with
+        ``k == 0`` the greedy ones (accuracy, format rate, step accuracy, chain lengths of correct and wrong answers,
+        reward-hacking rate) and the sample completions as text; with ``k > 0`` only pass@k and the sampled rates
+        (the greedy ones were logged at this step by the evaluation)."""
+        from rlopt.math_eval import math_metrics, samples_markdown, scalar_metrics
+
+        metrics = math_metrics(
+            policy,
+            None,
+            self.config.eval_episodes,
+            k,
+            self.config.seed,
+            self.device,
+            env_id=self.config.env_id,
+            env_kwargs=self.config.env_kwargs,
+        )
+        values = scalar_metrics(metrics)
+        values.pop("eval/mean_reward", None)  # the evaluation's own, already logged at this step
+        if k:
+            values = {key: value for key, value in values.items() if key.startswith(("eval/pass@", "eval/sample_"))}
+        elif self.logger is not None:
+            self.logger.text("eval/samples", samples_markdown(metrics), self.env_steps)
+        self.log(values)
+        return metrics
 
     def maybe_checkpoint(
         self,
@@ -344,6 +381,13 @@ class TrainingSession:
             "device": str(self.device),
             "run_dir": str(self.run_dir),
         }
+        if self._is_math():  # the final evaluation adds pass@k (sampled completions) to the greedy metrics
+            math_summary = self._log_math_metrics(policy, MATH_PASS_K)
+            summary["math"] = {
+                key: _json_number(value) if isinstance(value, float) else value
+                for key, value in math_summary.items()
+                if key != "samples"
+            }
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         self.close()
         return summary

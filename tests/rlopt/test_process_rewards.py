@@ -110,3 +110,14 @@ def test_process_advantages_on_math_train_and_bad_settings_are_refused(tmp_path:
     config = api.make_config("grpo", "rlopt/MathReasoning-v0", **values, env_kwargs={"reward": "cot"})
     _, summary = api.train(config)
     assert summary["env_steps"] >= 400 and np.isfinite(summary["eval/mean_reward"])
+    # a GRPO run on math logs the math metrics at each evaluation, and pass@k at the end
+    assert 0.0 <= summary["math"]["pass@4"] <= 1.0 and summary["math"]["accuracy"] == summary["eval/success_rate"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(summary["run_dir"], size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("eval/format_rate", "eval/accuracy", "eval/reward_hacking_rate", "eval/pass@4"):  # finite ones
+        assert tag in scalars, tag
+    assert "eval/samples/text_summary" in events.Tags()["tensors"]
+    assert len(events.Scalars("eval/mean_reward")) == len(events.Scalars("eval/format_rate"))  # once per evaluation
