@@ -244,7 +244,11 @@ class PolicyOptions(TransformerOptions):
         "as numbers, like SB3's MlpPolicy) or transformer (causal transformer with a KV cache, token envs).",
         ("auto", "mlp", "transformer"),
     )
-    init: str | None = option(None, "Start from this checkpoint's policy weights (its architecture wins), e.g. SFT.")
+    init: str | None = option(
+        None,
+        "Start from this checkpoint's policy weights, e.g. SFT; it brings its network, so network options that "
+        "contradict it (--num-layers, --hidden-sizes, --architecture) are refused.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -113,6 +113,7 @@ def build_policy(
     spec = dataclasses.replace(
         PolicySpec.from_dict(state["policy_spec"]), value_head=value_head, shared_trunk=shared_trunk and value_head
     )
+    _check_init_architecture(config, spec)
     if spec.architecture == "transformer":
         spec = dataclasses.replace(spec, temperature=config.temperature, top_p=config.top_p)
     policy = make_policy(spec, observation_space, action_space)
@@ -123,6 +124,29 @@ def build_policy(
         raise ConfigError(f"--init {config.init} does not fit this policy: missing weights {actor_missing[:5]}")
     del unexpected
     return policy, spec
+
+
+def _check_init_architecture(config: Any, spec: PolicySpec) -> None:
+    """Refuse network options that an ``--init`` checkpoint overrides, where they are set (not their defaults) to
+    something else than the checkpoint's network: they would be ignored, and config.json would record them."""
+    defaults = {item.name: item.default for item in dataclasses.fields(config)}
+    names = ["num_layers", "num_heads", "model_dim"] if spec.architecture == "transformer" else ["hidden_sizes"]
+    conflicts = [
+        f"{name}={getattr(config, name)!r} (the checkpoint's: {getattr(spec, name)!r})"
+        for name in names
+        if getattr(config, name) != defaults[name] and tuple_or_value(getattr(config, name)) != getattr(spec, name)
+    ]
+    if config.architecture not in ("auto", spec.architecture):
+        conflicts.insert(0, f"architecture={config.architecture!r} (the checkpoint's: {spec.architecture!r})")
+    if conflicts:
+        raise ConfigError(
+            f"--init {config.init} brings its own network, so {', '.join(conflicts)} would be ignored; drop "
+            f"{'it' if len(conflicts) == 1 else 'them'}, or train without --init"
+        )
+
+
+def tuple_or_value(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def use_precision(policy: Any, precision: str) -> Any:

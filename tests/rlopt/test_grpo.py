@@ -471,6 +471,9 @@ def test_wrong_value_types_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="total_steps='9000' must be an integer"):
         api.resume(summary["run_dir"], total_steps="9000")
     assert api.evaluate(summary["run_dir"], episodes=np.int64(2))["episodes"] == 2
+    with pytest.raises(ConfigError, match=r"brings its own network, so hidden_sizes=\(8,\)"):
+        api.train(_small(tmp_path, init=summary["run_dir"], hidden_sizes=(8,), run_name="init"))
+    assert not (tmp_path / "init").exists()
 
 
 def test_a_safetensors_header_whose_length_starts_with_0x80_loads(tmp_path: Path) -> None:
