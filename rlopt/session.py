@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,26 @@ def use_precision(policy: Any, precision: str) -> Any:
             f"precision={precision!r} applies to the token transformer only (architecture=transformer, or an --init "
             f"checkpoint of one); this run's {type(policy).__name__} computes in fp32: use precision=fp32"
         )
+    if precision == "bf16" and next(policy.parameters()).device.type == "cpu" and cpu_lacks_fast_bf16():
+        warnings.warn(
+            "precision=bf16 on a CPU without AVX512-BF16 or AMX: bf16 products are emulated there and the run will "
+            "be slower than fp32 (measured: 2.4x on an Intel Xeon without them); use precision=fp32 on this CPU",
+            stacklevel=2,
+        )
     try:
         return policy.set_precision(precision)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def cpu_lacks_fast_bf16() -> bool:
+    """True where /proc/cpuinfo (Linux) lists neither avx512_bf16 nor amx_bf16; False where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool(flags) and not ({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 #: k of the pass@k that the final evaluation of a GRPO, PPO or distillation run on the math env reports (from 2k

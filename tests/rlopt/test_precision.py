@@ -80,3 +80,31 @@ def test_bf16_for_a_network_that_is_not_the_transformer_stops_before_training(tm
     config = GRPOConfig(total_steps=100, logdir=str(tmp_path), progress=False, device="cpu", precision="bf16")
     with pytest.raises(ConfigError, match="applies to the token transformer only .* use precision=fp32"):
         grpo.train(config)
+
+
+def test_bf16_on_a_cpu_without_fast_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gymnasium as gym
+
+    from agents import PolicySpec, make_policy
+    from rlopt import session
+
+    env = gym.make("rlopt/MathReasoning-v0", level=1)
+    spec = PolicySpec(architecture="transformer", num_layers=1, num_heads=1, model_dim=16)
+    for lacking, expected in ((True, 1), (False, 0)):
+        monkeypatch.setattr(session, "cpu_lacks_fast_bf16", lambda lacking=lacking: lacking)
+        policy = make_policy(spec, env.observation_space, env.action_space)
+        with pytest.warns(UserWarning, match="without AVX512-BF16") if expected else _no_warning():
+            session.use_precision(policy, "bf16")
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def guard():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return guard()
