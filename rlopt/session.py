@@ -135,7 +135,7 @@ def _check_init_architecture(config: Any, spec: PolicySpec) -> None:
     conflicts = [
         f"{name}={getattr(config, name)!r} (the checkpoint's: {getattr(spec, name)!r})"
         for name in names
-        if getattr(config, name) != defaults[name] and tuple_or_value(getattr(config, name)) != getattr(spec, name)
+        if getattr(config, name) != defaults[name] and _tuple_if_list(getattr(config, name)) != getattr(spec, name)
     ]
     if config.architecture not in ("auto", spec.architecture):
         conflicts.insert(0, f"architecture={config.architecture!r} (the checkpoint's: {spec.architecture!r})")
@@ -146,7 +146,7 @@ def _check_init_architecture(config: Any, spec: PolicySpec) -> None:
         )
 
 
-def tuple_or_value(value: Any) -> Any:
+def _tuple_if_list(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 

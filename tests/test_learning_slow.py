@@ -49,48 +49,59 @@ def test_preset_reaches_threshold(
     assert statistics.median(values) >= threshold, (values, summaries)
 
 
-def _sft_then_grpo(
-    tmp_path: Path, seed: int, sft_steps: int, grpo_steps: int, sft_learning_rate: float | None = None
-) -> tuple[dict, dict]:
-    """``rlopt sft`` on level 1 (its default learning rate unless given), then the preset's GRPO from it; both
-    summaries (256 held-out problems)."""
+def _sft(tmp_path: Path, seed: int, steps: int, learning_rate: float | None = None, name: str = "sft") -> dict:
+    """``rlopt sft`` on level 1 (its default learning rate unless given); its summary (256 held-out problems)."""
     from rlopt.sft import SFTConfig, train_sft
 
-    rate = {} if sft_learning_rate is None else {"learning_rate": sft_learning_rate}
-    sft = SFTConfig(
-        total_steps=sft_steps,
+    rate = {} if learning_rate is None else {"learning_rate": learning_rate}
+    config = SFTConfig(
+        total_steps=steps,
         **rate,
         seed=seed,
         logdir=str(tmp_path),
-        run_name="sft",
+        run_name=name,
         progress=False,
         eval_episodes=256,
         pass_k=0,
     )
-    _, sft_summary = train_sft(sft)
+    return train_sft(config)[1]
+
+
+def _grpo(tmp_path: Path, init: str, seed: int, steps: int) -> dict:
+    """The preset's GRPO on level 1 from the checkpoint ``init``; its summary (256 held-out problems)."""
     config = api.make_config(
         "grpo",
         "rlopt/MathReasoning-v0",
-        init=str(tmp_path / "sft"),
-        total_steps=grpo_steps,
+        init=init,
+        total_steps=steps,
         seed=seed,
         logdir=str(tmp_path),
-        run_name="grpo",
+        run_name=f"grpo-{seed}",
         progress=False,
         eval_episodes=256,
     )
-    return sft_summary, api.train(config)[1]
+    return api.train(config)[1]
 
 
 def test_sft_then_grpo_solves_level_one_math(tmp_path: Path) -> None:
-    sft_summary, summary = _sft_then_grpo(tmp_path, seed=0, sft_steps=3000, grpo_steps=100_000)
+    sft_summary = _sft(tmp_path, seed=0, steps=3000)
+    summary = _grpo(tmp_path, str(tmp_path / "sft"), seed=0, steps=100_000)
     assert summary["eval/success_rate"] >= 0.9, (sft_summary, summary)
 
 
 def test_grpo_improves_a_weak_supervised_start(tmp_path: Path) -> None:
-    """The README's level-1 weak-start comparison: 800 supervised steps leave seed 1's model right on about half the
-    held-out problems (0.48, pass@4 0.64), so its samples disagree and GRPO's groups carry signal. The preset's GRPO,
-    3M env steps from there, must add at least 0.05 (it measured 0.48 -> 0.58 with the preset's decaying rate, 0.59
-    at the constant rate it had before)."""
-    sft_summary, summary = _sft_then_grpo(tmp_path, seed=1, sft_steps=800, grpo_steps=3_000_000, sft_learning_rate=3e-3)
-    assert summary["eval/success_rate"] >= sft_summary["eval/success_rate"] + 0.05, (sft_summary, summary)
+    """The README's level-1 weak-start comparison: 800 supervised steps leave some seeds' models near half the
+    held-out problems (seed 1 on the AMD EPYC: 0.48, pass@4 0.64), so their samples disagree and GRPO's groups carry
+    signal. Which seeds do depends on the CPU and thread count (on an Intel Xeon seed 1 gave 0.08), so the test
+    takes the first of seeds 1, 2, 3, 0, 4 whose model lands in [0.3, 0.7]. The preset's GRPO, 3M env steps from
+    there, must add at least 0.05 (it measured 0.48 -> 0.58 on the EPYC with the preset's decaying rate)."""
+    starts = {}
+    for seed in (1, 2, 3, 0, 4):
+        sft_summary = _sft(tmp_path, seed=seed, steps=800, learning_rate=3e-3, name=f"sft-{seed}")
+        starts[seed] = sft_summary["eval/success_rate"]
+        if 0.3 <= starts[seed] <= 0.7:
+            break
+    else:
+        pytest.skip(f"no 800-step SFT model in [0.3, 0.7] on this machine: {starts}")
+    summary = _grpo(tmp_path, str(tmp_path / f"sft-{seed}"), seed=seed, steps=3_000_000)
+    assert summary["eval/success_rate"] >= starts[seed] + 0.05, (seed, starts, summary)
