@@ -630,9 +630,18 @@ def run_compare(
 
 def print_report_summary(report_path: Path, tb_dir: Path) -> None:
     """Print the final-performance table of the report just written, its path and the TensorBoard command (what
-    ``rlopt compare`` and ``rlopt report`` end with)."""
-    table = runs.read_json(report_path.parent / runs.SUMMARY_FILE)["table"]
-    print("", format_table(table), "", f"report: {report_path}", f"tensorboard --logdir {tb_dir}", sep="\n")
+    ``rlopt compare`` and ``rlopt report`` end with), and the report's caveats."""
+    summary = runs.read_json(report_path.parent / runs.SUMMARY_FILE)
+    notes = [f"caveat: {note}." for note in summary.get("caveats") or []]
+    print(
+        "",
+        format_table(summary["table"]),
+        *notes,
+        "",
+        f"report: {report_path}",
+        f"tensorboard --logdir {tb_dir}",
+        sep="\n",
+    )
 
 
 def _run_pending(

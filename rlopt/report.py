@@ -571,6 +571,7 @@ def _env_section(
         f"env steps to success ≥ {threshold} [per seed]",
         f"seconds to success ≥ {threshold} [per seed]",
         f"updates to success ≥ {threshold} [per seed]",
+        "env steps trained (mean)",
         "steps/s",
         "peak RSS (MiB)",
         "parameters",
@@ -586,6 +587,7 @@ def _env_section(
             _threshold_cell(row, "steps_to_threshold"),
             _threshold_cell(row, "seconds_to_threshold"),
             _threshold_cell(row, "updates_to_threshold"),
+            _number(row["env_steps"]),
             _number(row["steps_per_second"]),
             _number(row["peak_rss_mb"]),
             _number(row["num_parameters"]),
@@ -657,7 +659,40 @@ def caveats(records: Sequence[RunRecord]) -> list[str]:
             budgets = _unique(str(values.get("total_steps")) for values in recorded)
             if len(budgets) > 1:
                 notes.append(f"{algo} on `{env_id}`: the runs were trained for different budgets: {', '.join(budgets)}")
+        unequal = _unequal_training(records, env_id)
+        if unequal:
+            notes.append(unequal)
     return notes
+
+
+#: algorithms of one env whose mean env steps differ by more than this ratio get a caveat
+UNEQUAL_STEPS_RATIO = 1.1
+
+
+def _unequal_training(records: Sequence[RunRecord], env_id: str) -> str | None:
+    """A caveat when the algorithms on ``env_id`` trained for visibly different numbers of env steps. Each trainer
+    stops at the first batch boundary past its budget: GRPO after a whole batch of groups (P x G episodes, which
+    can be thousands of steps while episodes are long), PPO after a whole rollout, so with a budget of a few
+    batches GRPO's final score can rest on a quarter more experience than PPO's."""
+    means: dict[str, float] = {}
+    for algo in _ordered_algos(records):
+        steps = [
+            float(record.summary["env_steps"])
+            for record in records
+            if record.env_id == env_id and record.algo == algo and record.finished
+            and isinstance(record.summary.get("env_steps"), (int, float))
+        ]  # fmt: skip
+        if steps:
+            means[algo] = float(np.mean(steps))
+    if len(means) < 2 or min(means.values()) <= 0 or max(means.values()) / min(means.values()) <= UNEQUAL_STEPS_RATIO:
+        return None
+    listed = ", ".join(f"{algo} {_number(value)}" for algo, value in means.items())
+    return (
+        f"on `{env_id}` the algorithms trained for unequal numbers of env steps (mean per run: {listed}): each "
+        "stops at the first whole batch past its budget, and a GRPO batch (num_prompts x group_size episodes) can "
+        "be a large part of a small budget. Compare the curves at equal steps (the to-success columns do), or "
+        "raise the budget so that one batch is a small part of it"
+    )
 
 
 def _problem_lines(records: Sequence[RunRecord]) -> list[str]:

@@ -315,3 +315,29 @@ def test_repeated_seeds_and_mixed_budgets_are_flagged(finished_comparison: Path,
     assert "seed(s) 0 appear more than once" in text and "grpo on `" in text
     assert "different budgets: 500, 900" in text
     assert len(runs.read_json(tmp_path / "out" / "summary.json")["caveats"]) == 2
+
+
+def test_unequal_env_steps_between_algorithms_are_flagged(finished_comparison: Path, tmp_path: Path, capsys):
+    """GRPO stops after a whole batch of groups, PPO after a whole rollout: with a small budget GRPO's last batch can
+    overshoot it by a quarter. The table shows each algorithm's mean env steps, and a gap of more than 10% is a
+    caveat, in report.md and on the terminal; a gap within 10% is not."""
+    assert "| env steps trained (mean) |" in (finished_comparison / "report.md").read_text()
+    assert "| 1,000 | 500 |" in _grpo_row((finished_comparison / "report.md").read_text())  # trained, steps/s
+    folder = Path(shutil.copytree(finished_comparison, tmp_path / "cmp"))
+    for seed, steps in ((0, 1100), (1, 1200)):  # grpo's mean: 1,150 against ppo's 1,000
+        run_dir = folder / "tb" / run_name_for(ENV_ID, "grpo", seed)
+        summary = runs.read_json(run_dir / runs.SUMMARY_FILE)
+        summary["env_steps"] = steps
+        runs.write_json_atomic(run_dir / runs.SUMMARY_FILE, summary)
+    assert main(["report", str(folder)]) == 0
+    text = (folder / "report.md").read_text()
+    expected = "the algorithms trained for unequal numbers of env steps (mean per run: grpo 1,150, ppo 1,000)"
+    assert expected in text and "| 1,150 |" in _grpo_row(text)
+    assert f"caveat: on `{ENV_ID}` {expected}" in capsys.readouterr().out
+    for seed in (0, 1):  # 1,050 against 1,000: within 10%
+        run_dir = folder / "tb" / run_name_for(ENV_ID, "grpo", seed)
+        summary = runs.read_json(run_dir / runs.SUMMARY_FILE)
+        summary["env_steps"] = 1050
+        runs.write_json_atomic(run_dir / runs.SUMMARY_FILE, summary)
+    assert main(["report", str(folder)]) == 0
+    assert "unequal numbers" not in (folder / "report.md").read_text() and "caveat" not in capsys.readouterr().out
