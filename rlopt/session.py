@@ -292,6 +292,10 @@ class TrainingSession:
         self.env_steps += int(steps)
         self.iteration += 1
         if self.progress is not None:
+            if self.env_steps > (self.progress.total or 0):
+                # a last batch past the budget: grow the bar's total (tqdm drops a total it has passed, and the bar
+                # would end as a bare count such as "3824step")
+                self.progress.total = self.env_steps
             self.progress.update(int(steps))
             if postfix:
                 self.progress.set_postfix({key: f"{value:.3g}" for key, value in postfix.items()}, refresh=False)

@@ -53,6 +53,8 @@ class SFTConfig(TransformerOptions, RunConfig):
 
     env_id: str = option(MATH_ENV_ID, "Gymnasium id of a math reasoning environment (it provides gold completions).")
     total_steps: int = option(2000, "Optimizer steps, each on batch_size fresh gold completions (the x-axis here).")
+    eval_every: int = option(0, "Evaluate every this many optimizer steps; 0 picks about ten evaluations per run.")
+    checkpoint_every: int = option(0, "Save a checkpoint every this many optimizer steps; 0 saves at each evaluation.")
     level: int = option(1, "Difficulty level (1-6) of the generated training and evaluation problems.")
     eval_on_start: bool = option(
         True, "Also evaluate before the first step: eval/initial_accuracy in summary.json, the curves' first point."

@@ -34,6 +34,25 @@ def test_train_help_has_an_option_with_help_for_every_field(algo: str, capsys: p
         assert field.metadata["help"].split("(")[0].strip()[:30] in out, field.name
 
 
+@pytest.mark.parametrize("command", ["sft", "distill"])
+def test_sft_and_distill_help_have_every_field(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every config field is an option with its own help; SFT's steps are optimizer steps, and its help says so."""
+    from rlopt.distill import DistillConfig
+    from rlopt.sft import SFTConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(SFTConfig if command == "sft" else DistillConfig):
+        if field.name == "env_id":
+            continue
+        assert "--" + field.name.replace("_", "-") in out, field.name
+        assert field.metadata["help"].split("(")[0].strip()[:30] in out, field.name
+    if command == "sft":
+        assert "env steps" not in out and "Evaluate every this many optimizer steps" in out
+
+
 def test_sb3_ppo_trains_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "--algo", "sb3_ppo", "--env", "CartPole-v1", "--total-steps", "512", "--n-epochs", "2"]
     args += ["--eval-episodes", "2", "--eval-on-start", "--logdir", str(tmp_path), "--run-name", "sb3", "--no-progress"]

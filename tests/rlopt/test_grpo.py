@@ -523,3 +523,13 @@ def test_distinct_observations_leaves_large_batches_alone(monkeypatch: pytest.Mo
     assert distinct_observations(observations, index) is not None
     monkeypatch.setattr("rlopt.rollout.DISTINCT_SEARCH_MAX_BYTES", 31)
     assert distinct_observations(observations, index) is None
+
+
+def test_the_progress_bar_ends_at_the_steps_trained_past_the_budget(tmp_path: Path, capsys) -> None:
+    """A last batch past the budget grows the bar's total: it ends at N/N, where tqdm alone would drop the total it
+    passed and end as a bare count ("523step")."""
+    grpo.train(_small(tmp_path, total_steps=50, progress=True))
+    trained = json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"]
+    assert trained > 50  # one batch of 4 x 4 episodes is more than 50 steps
+    bar = capsys.readouterr().err.replace("\r", "\n")
+    assert f"{trained}/{trained}" in bar and f"{trained}step" not in bar
