@@ -22,6 +22,7 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
     "grpo": ("rlopt.grpo", "GRPOConfig"),
     "ppo": ("rlopt.ppo", "PPOConfig"),
     "sb3_ppo": ("rlopt.sb3_ppo", "SB3PPOConfig"),
+    "distill": ("rlopt.distill", "DistillConfig"),  # a student of config.teacher; rlopt compare's distill entry
 }
 
 

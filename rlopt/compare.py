@@ -33,7 +33,9 @@ from rlopt.checkpoint import checkpoint_step
 from rlopt.config import ConfigError, check_range, option
 from rlopt.report import ERROR_FILE, EVAL_REWARD, SCORES, format_table, load_runs, write_report
 
-ALGOS = ("grpo", "ppo", "sb3_ppo")
+ALGOS = ("grpo", "ppo", "sb3_ppo", "distill")
+#: what a comparison runs unless --algos says otherwise (distill needs a teacher: --override distill.teacher=RUN_DIR)
+DEFAULT_ALGOS = ("grpo", "ppo", "sb3_ppo")
 # A compared entry is an algorithm or a named variant of one, ALGO@NAME (e.g. grpo@cot), trained by ALGO with the
 # variant's own --override values; the name keeps its runs, curves and rows apart from the plain algorithm's.
 VARIANT_SEPARATOR = "@"
@@ -90,8 +92,9 @@ class CompareConfig:
 
     envs: list[str] = option([], "Gymnasium ids to train on (module:id imports the module first).")
     algos: list[str] = option(
-        list(ALGOS),
-        "Algorithms to compare, from grpo, ppo (rlopt's own) and sb3_ppo; ALGO@NAME adds a named variant of ALGO "
+        list(DEFAULT_ALGOS),
+        "Algorithms to compare, from grpo, ppo (rlopt's own), sb3_ppo and distill (a student of the teacher that "
+        "--override distill.teacher=RUN_DIR names, per seed with {seed}); ALGO@NAME adds a named variant of ALGO "
         "whose settings come from --override ALGO@NAME.FIELD=VALUE.",
     )
     seeds: int = option(3, "Seeds per (env, algo): seeds 0 .. N-1.")
@@ -262,9 +265,9 @@ _BUILT: set[tuple[str, str]] = set()  # (env id, env kwargs) pairs that _check_b
 
 
 def _check_buildable(config: Any) -> None:
-    """The job's env builds with its env kwargs, and its ``init`` checkpoint (if any) exists, so that a bad
-    ``--override ALGO.env_kwargs=...`` or ``ALGO.init=...`` stops the command before any run starts rather than
-    failing every worker.
+    """The job's env builds with its env kwargs, and its ``init`` checkpoint and distillation ``teacher`` (if any)
+    exist, so that a bad ``--override ALGO.env_kwargs=...``, ``ALGO.init=...`` or ``distill.teacher=...`` stops the
+    command before any run starts rather than failing every worker.
 
     Raises:
         ConfigError: an env kwarg the env does not take or a value it refuses (ValueError), or a missing checkpoint
@@ -282,6 +285,10 @@ def _check_buildable(config: Any) -> None:
         _BUILT.add(key)
     if getattr(config, "init", None):
         resolve_checkpoint(config.init)
+    if getattr(config, "teacher", None):
+        from rlopt.distill import teacher_state
+
+        teacher_state(config.teacher)  # an rlopt checkpoint with a readable state.json, not an SB3 run
 
 
 def resume_training(

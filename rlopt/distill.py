@@ -71,7 +71,10 @@ class DistillConfig(PolicyOptions, RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.teacher:
-            raise ConfigError("teacher is required: pass --teacher RUN_DIR (an rlopt run folder or checkpoint)")
+            raise ConfigError(
+                "teacher is required: an rlopt run folder or checkpoint to learn from (rlopt distill --teacher "
+                "RUN_DIR, or in rlopt compare --override distill.teacher=RUN_DIR)"
+            )
         check_range("num_envs", self.num_envs, 1)
         check_range("rollout_steps", self.rollout_steps, 1)
         check_range("teacher_mix", self.teacher_mix, 0.0, 1.0)
@@ -87,7 +90,7 @@ class DistillConfig(PolicyOptions, RunConfig):
             )
 
 
-def _teacher_state(teacher: str) -> dict[str, Any]:
+def teacher_state(teacher: str) -> dict[str, Any]:
     """The teacher checkpoint's state.json (env, config, policy spec), read without its weights.
 
     Raises:
@@ -113,7 +116,7 @@ def _teacher_state(teacher: str) -> dict[str, Any]:
 
 def distill_config(teacher: str, **values: Any) -> DistillConfig:
     """A :class:`DistillConfig` for ``teacher`` whose env (``env_id``, ``env_kwargs``) defaults to the teacher's."""
-    state = _teacher_state(teacher)
+    state = teacher_state(teacher)
     values.setdefault("env_id", state["env_id"])
     if values["env_id"] == state["env_id"]:
         recorded = state.get("config")
@@ -150,6 +153,9 @@ def train_distill(config: DistillConfig, resume: bool = False) -> tuple[torch.nn
     if resume:
         raise ConfigError("a distillation run cannot be resumed; start a new one (its student can be --init'ed)")
     return TrainingSession(config, ALGO).run(_train, config)
+
+
+train = train_distill  # the name rlopt.api.train calls each algorithm's trainer by
 
 
 def _train(config: DistillConfig, session: TrainingSession) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -254,6 +260,7 @@ def _update(
         targets = _distribution(teacher, observations)[0]  # the teacher is scored once per batch
     generator = torch.Generator().manual_seed(int(session.numpy_rng.integers(2**31)))
     losses: list[float] = []
+    totals: list[float] = []  # the optimised loss, with a MoE student's balancing term
     agreements: list[float] = []
     aux_losses: list[float] = []
     for _ in range(config.update_epochs):
@@ -280,8 +287,14 @@ def _update(
             torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
             optimizer.step()
             losses.append(float(kl.detach()))
+            totals.append(float(loss.detach()))
             agreements.append(_agreement(teacher_distribution, student_distribution))
-    metrics = {"distill/kl": float(np.mean(losses)), "distill/agreement": float(np.mean(agreements))}
+    metrics = {
+        "distill/kl": float(np.mean(losses)),
+        "distill/agreement": float(np.mean(agreements)),
+        # one point per update phase, like every trainer's: the report counts updates to a threshold by it
+        "train/loss": float(np.mean(totals)),
+    }
     if aux_losses:
         metrics["moe/aux_loss"] = float(np.mean(aux_losses))
     return metrics

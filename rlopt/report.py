@@ -34,7 +34,7 @@ SUCCESS_TAGS = ("eval/success_rate", "rollout/success_rate")
 UPDATE_TAG = "train/loss"  # logged once per optimisation phase by every trainer: counts updates to a threshold
 #: the threshold columns, in the order of :func:`_threshold_crossing`'s tuple
 THRESHOLD_KEYS = ("steps_to_threshold", "seconds_to_threshold", "updates_to_threshold")
-ALGO_ORDER = ("grpo", "ppo", "sb3_ppo")
+ALGO_ORDER = ("grpo", "ppo", "sb3_ppo", "distill")
 IMPLEMENTATIONS = {"rlopt": "rlopt (own)", "stable-baselines3": "stable-baselines3"}
 CURVE_POINTS = 100
 # Recorded hyperparameters that name the run rather than the algorithm; seeds sharing the rest are listed together.
@@ -266,6 +266,14 @@ def _median_or_none(values: list[float]) -> float | None:
     return None if math.isinf(median) else median
 
 
+#: a distillation run's summary keys for its teacher -> the table row's names for their means over the runs
+TEACHER_KEYS = {
+    "teacher/eval/mean_reward": "teacher_mean_reward",
+    "teacher/eval/success_rate": "teacher_success_rate",
+    "teacher/num_parameters": "teacher_num_parameters",
+}
+
+
 def _summary_values(records: Sequence[RunRecord], key: str) -> list[float]:
     """The finite values of ``key`` in the runs' summaries (missing, null and NaN are left out)."""
     values = [record.summary.get(key) for record in records if record.summary]
@@ -334,6 +342,12 @@ def build_table(
             row["num_parameters"] = int(np.median(parameters)) if parameters else None
             env_steps = _summary_values(done, "env_steps")
             row["env_steps"] = float(np.mean(env_steps)) if env_steps else None
+            teachers = _unique(str(record.summary["teacher"]) for record in done if record.summary.get("teacher"))
+            if teachers:  # a distillation row: how good, and how big, the teachers were (their own evaluation)
+                row["teachers"] = teachers
+                for key, name in TEACHER_KEYS.items():
+                    values = _summary_values(done, key)
+                    row[name] = float(np.mean(values)) if values else None
             rows.append(row)
     return rows
 
@@ -595,6 +609,14 @@ def _env_section(
         for row in rows
     ]
     lines += _markdown_table(header, body) + [""]
+    for row in rows:
+        if row.get("teachers"):
+            lines += [
+                f"Teacher of `{row['algo']}` ({', '.join(f'`{teacher}`' for teacher in row['teachers'])}), evaluated "
+                f"by each run on its held-out seeds, mean over the runs: reward {_number(row['teacher_mean_reward'])}, "
+                f"success {_rate(row['teacher_success_rate'])}, {_number(row['teacher_num_parameters'])} parameters.",
+                "",
+            ]
     env_improvements = [row for row in improvements if row["env_id"] == env_id]
     if env_improvements:
         lines += ["Probability of improvement (a run of X scores higher than a run of Y; ties count half):", ""]
@@ -619,7 +641,9 @@ def _hyperparameter_lines(records: Sequence[RunRecord]) -> list[str]:
         "## Which algorithm each row is",
         "",
         "`ppo` is rlopt's own PPO, `sb3_ppo` is stable-baselines3's PPO run through rlopt's adapter, `grpo` is "
-        "rlopt's critic-free GRPO; `ALGO@NAME` is a variant of ALGO with the settings listed for it. "
+        "rlopt's critic-free GRPO, `distill` is a student trained by rlopt's policy distillation to match the teacher "
+        "named in its settings (no reward; the teacher's own scores are under the table); `ALGO@NAME` is a variant "
+        "of ALGO with the settings listed for it. "
         "Hyperparameters as each run recorded them in its summary.json:",
         "",
     ]

@@ -450,6 +450,8 @@ def test_plan_resumes_only_rlopt_runs_with_a_checkpoint_and_the_same_settings(tm
         ("grpo", {"env_kwargs": {"sise": 5}}, "does not take one of the env kwargs"),
         ("sb3_ppo", {"env_kwargs": {"size": 2}}, "size must be an integer >= 4"),
         ("ppo", {"init": "no/such/run"}, "no rlopt checkpoint at no/such/run"),
+        ("distill", {}, r"teacher is required: .* in rlopt compare --override distill.teacher=RUN_DIR"),
+        ("distill", {"teacher": "no/such/run"}, "no rlopt checkpoint at no/such/run"),
     ],
 )
 def test_bad_overrides_fail_before_anything_starts(tmp_path: Path, label, values, message):
@@ -490,6 +492,45 @@ def test_real_sb3_compare_on_cartpole(tmp_path: Path, capsys):
     assert (tmp_path / "plots" / "curves_CartPole-v1.png").is_file()
     printed = capsys.readouterr().out
     assert "[2/2] CartPole-v1 sb3_ppo seed" in printed and "report:" in printed
+
+
+def test_real_distill_compare_with_a_teacher_per_seed(tmp_path: Path, capsys):
+    """distill in a comparison: each seed's student learns from the teacher its {seed} names; the report gives the
+    distill row (counting its updates by train/loss like every trainer's), the teachers' own scores under the
+    table, and P(GRPO > distill). Not in the default --algos (it needs a teacher)."""
+    from rlopt import api
+
+    assert "distill" not in CompareConfig(envs=[GRID]).algos
+    teacher_folder = tmp_path / "teachers"
+    for seed in (0, 1):
+        teacher = api.make_config(
+            "grpo", GRID, seed=seed, total_steps=3000, num_prompts=4, group_size=4, eval_episodes=4,
+            logdir=str(teacher_folder), run_name=f"teacher-{seed}", progress=False,
+        )  # fmt: skip
+        api.train(teacher)
+    out = tmp_path / "cmp"
+    config = CompareConfig(
+        envs=[GRID], algos=["grpo", "distill"], seeds=2, total_steps=2048, out=str(out), jobs=1,
+        overrides={
+            "grpo": {"num_prompts": 4, "group_size": 4, "eval_episodes": 4},
+            "distill": {"teacher": str(teacher_folder / "teacher-{seed}"), "eval_episodes": 4, "eval_every": 512},
+        },
+    )  # fmt: skip
+    report = run_compare(config)
+    for seed in (0, 1):
+        recorded = runs.read_json(out / "tb" / f"rlopt_GridGame-Empty-5x5-v0__distill__{seed}" / runs.CONFIG_FILE)
+        assert recorded["algo"] == "distill" and recorded["config"]["teacher"].endswith(f"teacher-{seed}")
+    summary = runs.read_json(out / "summary.json")
+    (row,) = [row for row in summary["table"] if row["algo"] == "distill"]
+    assert row["seeds_finished"] == 2 and row["teachers"] == [str(teacher_folder / f"teacher-{s}") for s in (0, 1)]
+    assert row["teacher_num_parameters"] > 0 and row["teacher_mean_reward"] is not None
+    text = report.read_text()
+    assert "| distill | rlopt (own) | 2/2 |" in text and "Teacher of `distill`" in text
+    assert "| grpo | distill |" in text  # P(grpo > distill)
+    assert "`distill` is a student trained by rlopt's policy distillation" in text
+    curves = load_runs(out / "tb")
+    assert all(len(record.curves["train/loss"].steps) == 2 for record in curves if record.algo == "distill")
+    assert "distill seed 1: finished" in capsys.readouterr().out
 
 
 def test_compare_variants_of_one_algorithm(tmp_path: Path):
