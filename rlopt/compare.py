@@ -262,6 +262,7 @@ def job_config(
 
 
 _BUILT: set[tuple[str, str]] = set()  # (env id, env kwargs) pairs that _check_buildable has built once
+_FITTING_TEACHERS: set[tuple[str, tuple[str, str]]] = set()  # (teacher, env key) pairs found to fit
 
 
 def _check_buildable(config: Any) -> None:
@@ -285,10 +286,18 @@ def _check_buildable(config: Any) -> None:
         _BUILT.add(key)
     if getattr(config, "init", None):
         resolve_checkpoint(config.init)
-    if getattr(config, "teacher", None):
+    teacher = getattr(config, "teacher", None)
+    if teacher and (teacher, key) not in _FITTING_TEACHERS:
         from rlopt.distill import teacher_state
+        from rlopt.session import policy_from_checkpoint
 
-        teacher_state(config.teacher)  # an rlopt checkpoint with a readable state.json, not an SB3 run
+        teacher_state(teacher)  # an rlopt checkpoint with a readable state.json, not an SB3 run
+        env = gym.make(config.env_id, **config.env_kwargs)
+        try:  # and one that fits this env's spaces (a math teacher cannot teach a grid student)
+            policy_from_checkpoint(teacher, env.observation_space, env.action_space)
+        finally:
+            env.close()
+        _FITTING_TEACHERS.add((teacher, key))
 
 
 def resume_training(

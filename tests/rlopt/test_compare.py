@@ -501,6 +501,19 @@ def test_real_distill_compare_with_a_teacher_per_seed(tmp_path: Path, capsys):
     from rlopt import api
 
     assert "distill" not in CompareConfig(envs=[GRID]).algos
+    sft = tmp_path / "sft"  # a math teacher cannot teach a grid student: refused before anything starts
+    from rlopt.sft import SFTConfig, train_sft
+
+    train_sft(
+        SFTConfig(total_steps=2, batch_size=4, eval_episodes=2, logdir=str(tmp_path), run_name="sft", progress=False)
+    )
+    wrong = CompareConfig(
+        envs=[GRID], algos=["distill"], seeds=1, total_steps=2048, out=str(tmp_path / "wrong"), jobs=1,
+        overrides={"distill": {"teacher": str(sft)}},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"was trained on rlopt/MathReasoning-v0 and does not fit observations"):
+        run_compare(wrong)
+    assert not (tmp_path / "wrong").exists()
     teacher_folder = tmp_path / "teachers"
     for seed in (0, 1):
         teacher = api.make_config(
