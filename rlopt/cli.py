@@ -12,6 +12,8 @@ import json
 import sys
 import types
 import typing
+import warnings
+from pathlib import Path
 from typing import Any
 
 from rlopt.config import ConfigError, RunConfig
@@ -371,6 +373,23 @@ COMMANDS = {
 }
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _warning_printer(prefix: str, fallback: Any) -> Any:
+    """``warnings.showwarning`` for the command line: rlopt's own warnings (advice such as "bf16 will be slower on
+    this CPU") print as ``rlopt train: warning: ...``, like its errors, without a source line; other libraries'
+    warnings print as Python prints them."""
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(_PACKAGE_DIR):
+            print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -399,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             "report": _cmd_report,
             "demo": _cmd_demo,
         }[args.command]
-        return handler(argv[1:])
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(f"rlopt {args.command}", warnings.showwarning)
+            return handler(argv[1:])
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as error:
         print(f"rlopt {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -228,6 +229,7 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     device = session.device
     env = make_vector_env(config.env_id, config.batch_episodes, AutoresetMode.DISABLED, config.env_kwargs)
     max_steps = config.max_episode_steps or episode_step_limit(config.env_id, config.env_kwargs)
+    _warn_if_one_batch_can_pass_the_budget(config, max_steps)
     policy, spec = _build_policy(config, env)
     policy = use_precision(policy.to(device), config.precision)
     optimizer = make_adam(policy.parameters(), config.learning_rate)
@@ -304,6 +306,20 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     finally:
         env.close()
     return policy, summary
+
+
+def _warn_if_one_batch_can_pass_the_budget(config: GRPOConfig, max_steps: int) -> None:
+    """GRPO trains on whole batches of P x G episodes, so a budget smaller than one batch can take is passed, by
+    far where episodes run to their limit (Pendulum-v1: 128 episodes of 200 steps are 25,600 env steps, for any
+    total_steps up to that). Say so at the start rather than leave it to the final step count."""
+    most = config.batch_episodes * max_steps
+    if most > config.total_steps:
+        warnings.warn(
+            f"one GRPO batch is {config.num_prompts} x {config.group_size} whole episodes of up to {max_steps} steps, "
+            f"up to {most:,} env steps, more than total_steps={config.total_steps:,}: the run trains whole batches, "
+            "so it can end well past its budget; raise total_steps or lower num_prompts",
+            stacklevel=2,
+        )
 
 
 def _grouped_rollout(

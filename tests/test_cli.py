@@ -183,6 +183,19 @@ def test_the_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.
     assert len(list((tmp_path / "runs").iterdir())) == 2  # the GRPO run and its distilled student
 
 
+def test_rlopt_warnings_print_like_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rlopt's own advice prints as `rlopt train: warning: ...` on stderr, without Python's source-line dressing."""
+    import warnings
+
+    args = ["train", "--algo", "grpo", "--env", "rlopt/GridGame-Empty-5x5-v0", "--total-steps", "50", "--no-progress"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message="one GRPO batch")  # pyproject's test settings ignore it
+        assert main(args + ["--num-prompts", "2", "--group-size", "2", "--logdir", str(tmp_path)]) == 0
+    error = capsys.readouterr().err
+    assert "rlopt train: warning: one GRPO batch is 2 x 2 whole episodes of up to 100 steps" in error
+    assert "UserWarning" not in error and "grpo.py" not in error
+
+
 def test_the_quick_demo_has_its_own_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     """A comparison folder refuses runs of another budget: `rlopt demo --quick` then `make demo` must not share one."""
     import rlopt.demo

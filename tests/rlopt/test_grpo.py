@@ -528,8 +528,19 @@ def test_distinct_observations_leaves_large_batches_alone(monkeypatch: pytest.Mo
 def test_the_progress_bar_ends_at_the_steps_trained_past_the_budget(tmp_path: Path, capsys) -> None:
     """A last batch past the budget grows the bar's total: it ends at N/N, where tqdm alone would drop the total it
     passed and end as a bare count ("523step")."""
-    grpo.train(_small(tmp_path, total_steps=50, progress=True))
+    warning = "one GRPO batch is 4 x 4 whole episodes of up to 100 steps, up to 1,600 env steps, more than total_steps"
+    with pytest.warns(UserWarning, match=warning):  # said at the start
+        grpo.train(_small(tmp_path, total_steps=50, progress=True))
     trained = json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"]
     assert trained > 50  # one batch of 4 x 4 episodes is more than 50 steps
     bar = capsys.readouterr().err.replace("\r", "\n")
     assert f"{trained}/{trained}" in bar and f"{trained}step" not in bar
+
+
+def test_no_budget_warning_when_a_batch_fits(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grpo.train(_small(tmp_path, total_steps=1600))  # 4 x 4 episodes of at most 100 steps: exactly the budget
+    assert not [warning for warning in caught if "one GRPO batch" in str(warning.message)]
