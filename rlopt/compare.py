@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import MISSING, dataclass, fields
@@ -398,6 +399,9 @@ def _run_job(
     # Parallel jobs share the cores; torch's default (one thread per core in each job) makes them fight. The
     # variables reach torch when the trainer imports it; a torch already imported is told directly.
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(torch_threads)
+    from rlopt.grpo import BUDGET_WARNING
+
+    warnings.filterwarnings("ignore", message=BUDGET_WARNING)  # _budget_warnings said it once, before the runs
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)
     try:
@@ -660,6 +664,35 @@ def print_report_summary(report_path: Path, tb_dir: Path) -> None:
     )
 
 
+def _budget_warnings(config: CompareConfig, pending: list[Job]) -> list[str]:
+    """GRPO's warning that one batch can pass the budget (:func:`rlopt.grpo.budget_warning`), once per GRPO entry
+    and env rather than from every worker."""
+    from rlopt import api
+    from rlopt.grpo import budget_warning
+    from rlopt.vector import episode_step_limit
+
+    messages = []
+    for env_id, algo in _unique_pairs((job.env_id, job.algo) for job in pending if base_algo(job.algo) == "grpo"):
+        try:
+            grpo_config = api.make_config(
+                "grpo",
+                env_id,
+                total_steps=config.steps_for(env_id),
+                **overrides_for_seed(config.overrides.get(algo, {}), 0),
+            )
+            limit = grpo_config.max_episode_steps or episode_step_limit(env_id, grpo_config.env_kwargs)
+        except (ConfigError, ValueError):  # the runs themselves will say what is wrong
+            continue
+        message = budget_warning(grpo_config, limit)
+        if message is not None:
+            messages.append(f"{algo} on {env_id}: {message}")
+    return messages
+
+
+def _unique_pairs(pairs: Any) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(pairs))
+
+
 def _run_pending(
     config: CompareConfig, pending: list[Job], train_fn: TrainFn | None, resume_fn: TrainFn | None = None
 ) -> None:
@@ -668,6 +701,8 @@ def _run_pending(
     options: dict[str, Any] = {"max_workers": workers, "mp_context": multiprocessing.get_context("spawn")}
     if sys.version_info >= (3, 11):
         options["max_tasks_per_child"] = 1  # a fresh process per job: peak RSS and torch state are the job's own
+    for message in _budget_warnings(config, pending):
+        print(f"rlopt compare: warning: {message}", flush=True)
     print(f"running {len(pending)} jobs on {workers} worker processes", flush=True)
     with ProcessPoolExecutor(**options) as pool:
         futures = {

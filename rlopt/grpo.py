@@ -308,18 +308,29 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     return policy, summary
 
 
-def _warn_if_one_batch_can_pass_the_budget(config: GRPOConfig, max_steps: int) -> None:
+#: the start of :func:`budget_warning`'s text (rlopt compare's workers leave it to the comparison, which says it once)
+BUDGET_WARNING = "one GRPO batch is"
+
+
+def budget_warning(config: GRPOConfig, max_steps: int) -> str | None:
     """GRPO trains on whole batches of P x G episodes, so a budget smaller than one batch can take is passed, by
     far where episodes run to their limit (Pendulum-v1: 128 episodes of 200 steps are 25,600 env steps, for any
-    total_steps up to that). Say so at the start rather than leave it to the final step count."""
+    total_steps up to that). The warning for that, or None."""
     most = config.batch_episodes * max_steps
-    if most > config.total_steps:
-        warnings.warn(
-            f"one GRPO batch is {config.num_prompts} x {config.group_size} whole episodes of up to {max_steps} steps, "
-            f"up to {most:,} env steps, more than total_steps={config.total_steps:,}: the run trains whole batches, "
-            "so it can end well past its budget; raise total_steps or lower num_prompts",
-            stacklevel=2,
-        )
+    if most <= config.total_steps:
+        return None
+    return (
+        f"{BUDGET_WARNING} {config.num_prompts} x {config.group_size} whole episodes of up to {max_steps} steps, up to "
+        f"{most:,} env steps, more than total_steps={config.total_steps:,}: the run trains whole batches, so it can "
+        "end well past its budget; raise total_steps or lower num_prompts"
+    )
+
+
+def _warn_if_one_batch_can_pass_the_budget(config: GRPOConfig, max_steps: int) -> None:
+    """Say at the start what :func:`budget_warning` finds, rather than leave it to the final step count."""
+    message = budget_warning(config, max_steps)
+    if message is not None:
+        warnings.warn(message, stacklevel=3)
 
 
 def _grouped_rollout(

@@ -563,6 +563,23 @@ def test_compare_variants_of_one_algorithm(tmp_path: Path):
     assert "`ALGO@NAME` is a variant" in (tmp_path / "report.md").read_text()
 
 
+def test_grpo_budget_warning_is_said_once_per_entry_and_env():
+    """Where one GRPO batch can take more env steps than the budget, the comparison says so once per (entry, env)
+    before the runs start, not once per worker; an entry whose batch fits gets no warning."""
+    from rlopt.compare import _budget_warnings
+
+    config = CompareConfig(
+        envs=["Pendulum-v1", GRID], algos=["grpo", "grpo@small", "ppo"], seeds=2, total_steps=4000,
+        overrides={"grpo@small": {"num_prompts": 2, "group_size": 2}},
+    )  # fmt: skip
+    jobs = [Job(env, algo, seed) for env in config.envs for algo in config.algos for seed in (0, 1)]
+    messages = _budget_warnings(config, jobs)
+    assert [message.split(":")[0] for message in messages] == ["grpo on Pendulum-v1", f"grpo on {GRID}"]
+    assert (
+        "16 x 8 whole episodes of up to 200 steps, up to 25,600 env steps, more than total_steps=4,000" in (messages[0])
+    )
+
+
 def test_overrides_for_seed_fill_in_the_seed():
     values = {"init": "runs/sft-s{seed}", "learning_rate": 1e-4, "env_kwargs": {"level": 2}}
     assert overrides_for_seed(values, 3) == {"init": "runs/sft-s3", "learning_rate": 1e-4, "env_kwargs": {"level": 2}}
