@@ -672,7 +672,7 @@ def _budget_warnings(config: CompareConfig, pending: list[Job]) -> list[str]:
     from rlopt.vector import episode_step_limit
 
     messages = []
-    for env_id, algo in _unique_pairs((job.env_id, job.algo) for job in pending if base_algo(job.algo) == "grpo"):
+    for env_id, algo in dict.fromkeys((job.env_id, job.algo) for job in pending if base_algo(job.algo) == "grpo"):
         try:
             grpo_config = api.make_config(
                 "grpo",
@@ -687,10 +687,6 @@ def _budget_warnings(config: CompareConfig, pending: list[Job]) -> list[str]:
         if message is not None:
             messages.append(f"{algo} on {env_id}: {message}")
     return messages
-
-
-def _unique_pairs(pairs: Any) -> list[tuple[str, str]]:
-    return list(dict.fromkeys(pairs))
 
 
 def _run_pending(

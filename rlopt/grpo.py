@@ -229,7 +229,9 @@ def _train(config: GRPOConfig, session: TrainingSession) -> tuple[torch.nn.Modul
     device = session.device
     env = make_vector_env(config.env_id, config.batch_episodes, AutoresetMode.DISABLED, config.env_kwargs)
     max_steps = config.max_episode_steps or episode_step_limit(config.env_id, config.env_kwargs)
-    _warn_if_one_batch_can_pass_the_budget(config, max_steps)
+    budget_note = budget_warning(config, max_steps)
+    if budget_note is not None:  # said at the start rather than left to the final step count
+        warnings.warn(budget_note, stacklevel=1)
     policy, spec = _build_policy(config, env)
     policy = use_precision(policy.to(device), config.precision)
     optimizer = make_adam(policy.parameters(), config.learning_rate)
@@ -324,13 +326,6 @@ def budget_warning(config: GRPOConfig, max_steps: int) -> str | None:
         f"{most:,} env steps, more than total_steps={config.total_steps:,}: the run trains whole batches, so it can "
         "end well past its budget; raise total_steps or lower num_prompts"
     )
-
-
-def _warn_if_one_batch_can_pass_the_budget(config: GRPOConfig, max_steps: int) -> None:
-    """Say at the start what :func:`budget_warning` finds, rather than leave it to the final step count."""
-    message = budget_warning(config, max_steps)
-    if message is not None:
-        warnings.warn(message, stacklevel=3)
 
 
 def _grouped_rollout(
