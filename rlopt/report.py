@@ -700,12 +700,8 @@ def _unequal_training(records: Sequence[RunRecord], env_id: str) -> str | None:
     batches GRPO's final score can rest on a quarter more experience than PPO's."""
     means: dict[str, float] = {}
     for algo in _ordered_algos(records):
-        steps = [
-            float(record.summary["env_steps"])
-            for record in records
-            if record.env_id == env_id and record.algo == algo and record.finished
-            and isinstance(record.summary.get("env_steps"), (int, float))
-        ]  # fmt: skip
+        done = [record for record in records if record.env_id == env_id and record.algo == algo and record.finished]
+        steps = _summary_values(done, "env_steps")
         if steps:
             means[algo] = float(np.mean(steps))
     if len(means) < 2 or min(means.values()) <= 0 or max(means.values()) / min(means.values()) <= UNEQUAL_STEPS_RATIO:
